@@ -1,0 +1,34 @@
+# Quick start: `make run` (bridge on 127.0.0.1:8080 with a local TTS server) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run tts-server test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	mkdir -p data
+	$(BIN)/python -m bridge serve
+
+tts-server: install
+	$(BIN)/python -m bridge tts-server
+
+test: install
+	$(BIN)/python -m ruff check bridge tests scripts
+	$(BIN)/python -m mypy bridge
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python scripts/bench_dsp.py
+	$(BIN)/python scripts/bench_piper.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""SILMA telephony media bridge: Twilio/Plivo media streams spoken by SILMA TTS."""

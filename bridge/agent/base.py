@@ -1,0 +1,108 @@
+"""What an agent is: it is told what happens on a call and answers through the call's controls.
+
+Events are plain records so a remote agent can receive them as JSON unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class CallStarted:
+    call_id: str
+    provider: str
+    parameters: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechStarted:
+    """The caller started speaking (voice activity detected)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechEnded:
+    duration_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Dtmf:
+    digit: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaybackFinished:
+    """The caller heard all of an utterance (its mark/checkpoint came back)."""
+
+    utterance: int
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Interrupted:
+    """The caller spoke over an utterance; only part of it was heard.
+
+    `heard_text` is estimated from the share of the audio played (no word timings from TTS).
+    """
+
+    utterance: int
+    text: str
+    heard_text: str
+    played_s: float
+    audio_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CallEnded:
+    reason: str
+
+
+AgentEvent = (CallStarted | SpeechStarted | SpeechEnded | Dtmf | PlaybackFinished
+              | Interrupted | CallEnded)
+
+EVENT_NAMES: dict[type, str] = {
+    CallStarted: "call_started", SpeechStarted: "speech_started", SpeechEnded: "speech_ended",
+    Dtmf: "dtmf", PlaybackFinished: "playback_finished", Interrupted: "interrupted",
+    CallEnded: "call_ended",
+}
+
+
+def event_json(event: AgentEvent) -> dict[str, Any]:
+    return {"type": EVENT_NAMES[type(event)], **dataclasses.asdict(event)}
+
+
+class SpeechStream(Protocol):
+    """Text of one utterance arriving in pieces (a streaming agent)."""
+
+    def push(self, text: str) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class CallControl(Protocol):
+    """What an agent may do on a call."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    def say(self, text: str) -> object:
+        """Queue text to be spoken after whatever is already queued."""
+
+    def say_stream(self) -> SpeechStream:
+        """Queue an utterance whose text will arrive in pieces; speech starts with the first."""
+
+    def clear(self) -> None:
+        """Stop speaking now and drop whatever is queued."""
+
+    async def hangup(self, goodbye: str | None = None) -> None:
+        """Optionally say goodbye and wait until it is heard, then end the call."""
+
+
+class Agent(Protocol):
+    async def handle(self, call: CallControl, event: AgentEvent) -> None: ...
+
+    def caller_audio(self, mulaw: bytes) -> None:
+        """Each 8 kHz mu-law frame from the caller; must not block (it runs on the reader)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,57 @@
+"""Live calls by id, a bounded history of ended calls' traces, and recent webhook times."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from bridge.call.session import CallSession
+from bridge.tracing.metrics import BridgeMetrics
+from bridge.tracing.trace import UtteranceTrace
+
+HISTORY = 200
+WEBHOOKS = 1000
+
+
+class CallRegistry:
+    """Implements the sessions' CallHooks."""
+
+    def __init__(self, metrics: BridgeMetrics, history: int = HISTORY) -> None:
+        self.metrics = metrics
+        self.live: dict[str, CallSession] = {}
+        self._ended: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._history = history
+        self._webhooks: collections.OrderedDict[str, int] = collections.OrderedDict()
+
+    def webhook_answered(self, call_id: str, at_ns: int) -> None:
+        self._webhooks[call_id] = at_ns
+        while len(self._webhooks) > WEBHOOKS:
+            self._webhooks.popitem(last=False)
+
+    def webhook_time(self, call_id: str) -> int | None:
+        return self._webhooks.pop(call_id, None)
+
+    def started(self, session: CallSession) -> None:
+        self.live[session.call_id] = session
+        self.metrics.call_started()
+
+    def utterance_done(self, utt: UtteranceTrace) -> None:
+        self.metrics.utterance_done(utt)
+
+    def ended(self, session: CallSession) -> None:
+        if self.live.get(session.call_id) is session:
+            del self.live[session.call_id]
+        self.metrics.call_ended(session.trace)
+        self._ended[session.call_id] = session.trace.to_dict()
+        while len(self._ended) > self._history:
+            self._ended.popitem(last=False)
+
+    def trace(self, call_id: str) -> dict[str, Any] | None:
+        session = self.live.get(call_id)
+        if session is not None:
+            return {"live": True, **session.trace.to_dict()}
+        ended = self._ended.get(call_id)
+        return {"live": False, **ended} if ended is not None else None
+
+    def recent(self) -> list[dict[str, Any]]:
+        return [{"live": False, **trace} for trace in reversed(self._ended.values())]

@@ -1,0 +1,298 @@
+"""One call: reads the provider's stream, tells the agent, speaks, paces, traces, barges in.
+
+The session is provider-neutral: a parse function turns raw messages into telephony events and a
+codec factory builds outbound messages once the stream id is known. Its speaker, sender and agent
+run as tasks that live exactly as long as the stream; every way a stream can end (stop, socket
+closed, hang-up, server shutdown) goes through one `finally` that cancels them and ends the trace.
+The reader never waits on the agent or on TTS: a provider drops audio from a slow reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from bridge.agent import base as agent_events
+from bridge.agent.base import Agent, AgentEvent
+from bridge.audio.vad import VoiceDetector
+from bridge.call.pacing import Pacer
+from bridge.call.sender import PacedSender, Send
+from bridge.call.speaker import Speaker, Synthesize, Utterance
+from bridge.errors import BridgeError, ProtocolError
+from bridge.settings import CallSettings
+from bridge.telephony import events as ev
+from bridge.tracing.trace import CallTrace, UtteranceTrace
+
+Parse = Callable[[str | bytes], ev.InboundEvent]
+CodecFactory = Callable[[ev.StreamStarted], ev.OutboundCodec]
+# Given the call's parameters, the TTS the call speaks through, held for the call's lifetime.
+OpenTTS = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[Synthesize]]
+# Ends the call at the provider (REST), given the call id; None where no credentials are set.
+ProviderHangup = Callable[[str], Awaitable[None]]
+log = structlog.get_logger("bridge.call")
+
+
+class CallHooks(Protocol):
+    """Where a call reports its life: the registry of calls, and metrics behind it."""
+
+    def webhook_time(self, call_id: str) -> int | None: ...
+
+    def started(self, session: CallSession) -> None: ...
+
+    def utterance_done(self, utt: UtteranceTrace) -> None: ...
+
+    def ended(self, session: CallSession) -> None: ...
+
+
+def heard_text(text: str, played_s: float, audio_s: float) -> str:
+    """The words the caller probably heard: the played share of the text, cut at a word."""
+    if audio_s <= 0 or played_s <= 0:
+        return ""
+    share = min(1.0, played_s / audio_s)
+    if share >= 1.0:
+        return text
+    cut = text[: int(len(text) * share)]
+    return cut.rsplit(" ", 1)[0] if " " in cut else ""
+
+
+class CallSession:
+    def __init__(self, *, provider: str, parse: Parse, codec_for: CodecFactory, send: Send,
+                 close: Callable[[], Awaitable[object]], open_tts: OpenTTS, agent: Agent,
+                 settings: CallSettings, hooks: CallHooks,
+                 provider_hangup: ProviderHangup | None = None) -> None:
+        self.provider = provider
+        self._parse = parse
+        self._codec_for = codec_for
+        self._send = send
+        self._close = close
+        self._open_tts = open_tts
+        self._agent = agent
+        self._settings = settings
+        self._hooks = hooks
+        self._provider_hangup = provider_hangup
+        self._resources = contextlib.AsyncExitStack()
+        self.trace = CallTrace(call_id="", provider=provider, clock=time.monotonic_ns)
+        self.trace.step("stream_connected")
+        self.start: ev.StreamStarted | None = None
+        self.codec: ev.OutboundCodec | None = None
+        self.sender: PacedSender | None = None
+        self.speaker: Speaker | None = None
+        self._vad = VoiceDetector()
+        self._speech_started_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        self._played: dict[int, asyncio.Event] = {}
+        self._hangup: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.trace.call_id
+
+    # -- CallControl -------------------------------------------------------------------------
+    def _utterance(self, text: str) -> Utterance:
+        if self.speaker is None:
+            raise RuntimeError("the call has not started")
+        utt = Utterance(self.trace.utterance(""))
+        self._played[utt.trace.index] = asyncio.Event()
+        utt.push(text)
+        self.speaker.say(utt)
+        return utt
+
+    def say(self, text: str) -> UtteranceTrace:
+        utt = self._utterance(text)
+        utt.end()
+        return utt.trace
+
+    def say_stream(self) -> Utterance:
+        return self._utterance("")
+
+    def clear(self) -> None:
+        if self.sender is not None and (self.sender.speaking or
+                                        (self.speaker is not None and self.speaker.busy)):
+            self._interrupt()
+
+    async def wait_played(self, utt: UtteranceTrace, timeout_s: float) -> bool:
+        """Wait until the caller heard `utt` (its mark echoed) or it ended otherwise."""
+        event = self._played.get(utt.index)
+        if event is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await event.wait()
+        return utt.outcome == "played"
+
+    async def hangup(self, goodbye: str | None = None) -> None:
+        """Say goodbye (if any) and wait for it, end the call at the provider, close. Idempotent:
+        a second call waits for the first."""
+        if self._hangup is None:
+            self._hangup = asyncio.create_task(self._do_hangup(goodbye), name="hangup")
+        await asyncio.shield(self._hangup)
+
+    async def _do_hangup(self, goodbye: str | None) -> None:
+        if goodbye and self.speaker is not None and not self.ended.is_set():
+            await self.wait_played(self.say(goodbye), self._settings.mark_timeout_s)
+        self.trace.end_reason = self.trace.end_reason or "hangup"
+        if self._provider_hangup is not None and self.call_id:
+            try:
+                await self._provider_hangup(self.call_id)
+            except BridgeError as exc:
+                log.warning("provider_hangup_failed", call_id=self.call_id, error=str(exc))
+        await self._close()
+
+    # -- the stream --------------------------------------------------------------------------
+    async def run(self, messages: AsyncIterator[str | bytes]) -> None:
+        reason = "socket closed"
+        try:
+            async for raw in messages:
+                try:
+                    event = self._parse(raw)
+                except ProtocolError as exc:
+                    self.trace.malformed_messages += 1
+                    log.warning("malformed_provider_message", call_id=self.call_id,
+                                provider=self.provider, error=str(exc))
+                    continue
+                if isinstance(event, ev.StreamStopped):
+                    reason = "stop"
+                    break
+                await self._handle(event)
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            raise
+        finally:
+            await self._finish(reason)
+
+    async def _handle(self, event: ev.InboundEvent) -> None:
+        if isinstance(event, ev.MediaReceived):
+            self._caller_audio(event.payload)
+        elif isinstance(event, ev.MarkReceived):
+            if self.sender is not None and (utt := self.sender.mark_echoed(event.name)):
+                self._utterance_done(utt)
+                self._tell(agent_events.PlaybackFinished(utt.index, utt.text))
+        elif isinstance(event, ev.StreamStarted):
+            await self._started(event)
+        elif isinstance(event, ev.DtmfReceived):
+            self.trace.dtmf.append(event.digit)
+            self._tell(agent_events.Dtmf(event.digit))
+
+    def _caller_audio(self, payload: bytes) -> None:
+        if self.start is None:
+            return
+        self._agent.caller_audio(payload)
+        for vad in self._vad.push(payload):
+            if vad.kind == "speech_start":
+                self._speech_started_at = vad.at_s
+                if self.sender is not None and (self.sender.speaking or
+                                                (self.speaker is not None and self.speaker.busy)):
+                    self.trace.barge_ins += 1
+                    self._interrupt()
+                self._tell(agent_events.SpeechStarted())
+            else:
+                started = self._speech_started_at or vad.at_s
+                self._tell(agent_events.SpeechEnded(round(vad.at_s - started, 3)))
+
+    def _interrupt(self) -> None:
+        """Barge-in or an agent's clear: silence the caller's line at once, drop what is queued,
+        stop synthesis, and tell the agent what was heard."""
+        assert self.sender is not None and self.speaker is not None and self.codec is not None
+        unplayed = self.sender.unplayed_seconds()
+        cut = {u.index: u for u in self.sender.clear()}
+        cut.update({u.index: u for u in self.speaker.interrupt()})
+        self._send_soon(self.codec.clear())
+        for utt in sorted(cut.values(), key=lambda u: -u.index):  # unplayed audio is the tail
+            not_heard = min(utt.sent_seconds, unplayed)
+            unplayed -= not_heard
+            utt.played_seconds = utt.sent_seconds - not_heard
+        for utt in sorted(cut.values(), key=lambda u: u.index):
+            utt.step("interrupted")
+            utt.finish("interrupted")
+            played = utt.played_seconds or 0.0
+            self._tell(agent_events.Interrupted(
+                utt.index, utt.text, heard_text(utt.text, played, utt.audio_seconds),
+                round(played, 3), round(utt.audio_seconds, 3)))
+            self._utterance_done(utt)
+
+    def _send_soon(self, message: str) -> None:
+        """Send from synchronous code (a clear): it goes out before the next inbound message."""
+
+        async def send() -> None:
+            await self._send(message)
+
+        self._tasks.append(asyncio.create_task(send()))
+
+    def _tell(self, event: AgentEvent) -> None:
+        self._agent_inbox.put_nowait(event)
+
+    async def _agent_loop(self) -> None:
+        while True:
+            event = await self._agent_inbox.get()
+            try:
+                await self._agent.handle(self, event)
+            except Exception:  # one agent failure must not end the call
+                log.exception("agent_failed", call_id=self.call_id,
+                              event=type(event).__name__)
+
+    async def _started(self, start: ev.StreamStarted) -> None:
+        if self.start is not None:
+            self.trace.malformed_messages += 1
+            log.warning("duplicate_start", call_id=self.call_id)
+            return
+        self.start = start
+        self.trace.call_id = start.call_id or start.stream_id
+        self.trace.step("start_received")
+        webhook_at = self._hooks.webhook_time(self.trace.call_id)
+        if webhook_at is not None:
+            self.trace.step("webhook_answered", at=webhook_at)
+        loop = asyncio.get_running_loop()
+        self.codec = self._codec_for(start)
+        self.sender = PacedSender(
+            self._send, self.codec, Pacer(self._settings.lead_ms / 1000),
+            max_frames=self._settings.max_frames_per_message, clock=loop.time,
+        )
+        synthesize = await self._resources.enter_async_context(
+            self._open_tts(dict(start.custom_parameters)))
+        self.speaker = Speaker(synthesize, self.sender, on_done=self._speech_queued)
+        self._tasks = [
+            asyncio.create_task(self.sender.run(), name=f"sender-{self.call_id}"),
+            asyncio.create_task(self.speaker.run(), name=f"speaker-{self.call_id}"),
+            asyncio.create_task(self._agent_loop(), name=f"agent-{self.call_id}"),
+        ]
+        self._hooks.started(self)
+        log.info("call_started", call_id=self.call_id, provider=self.provider,
+                 stream_id=start.stream_id)
+        self._tell(agent_events.CallStarted(self.call_id, self.provider,
+                                            dict(start.custom_parameters)))
+
+    def _speech_queued(self, utt: UtteranceTrace) -> None:
+        if utt.outcome == "failed":
+            self._utterance_done(utt)
+
+    def _utterance_done(self, utt: UtteranceTrace) -> None:
+        event = self._played.pop(utt.index, None)
+        if event is not None:
+            event.set()
+            self._hooks.utterance_done(utt)
+            log.info("utterance", call_id=self.call_id, **utt.to_dict(self.trace.origin))
+
+    async def _finish(self, reason: str) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._resources.aclose()
+        self.trace.end(reason)
+        for utt in self.trace.utterances:
+            self._utterance_done(utt)
+        if self.start is not None:
+            with contextlib.suppress(Exception):
+                await self._agent.handle(self, agent_events.CallEnded(self.trace.end_reason
+                                                                      or reason))
+            await self._agent.close()
+            self._hooks.ended(self)
+        self.ended.set()
+        log.info("call", **self.trace.summary())

@@ -1,0 +1,187 @@
+"""The TTS driver of one call: utterances in order, each cut into pieces, synthesized with a
+small lookahead, decoded, encoded to 8 kHz mu-law frames and queued on the paced sender.
+
+The next piece is requested while the current one is still arriving, so a multi-sentence reply
+plays without gaps and its first sentence is heard before the rest is synthesized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from bridge.audio.codec import decode_audio
+from bridge.audio.framer import Framer
+from bridge.audio.pipeline import TelephonyEncoder
+from bridge.call.segment import Segmenter
+from bridge.call.sender import PacedSender
+from bridge.errors import AudioFormatError, BridgeError, TTSError
+from bridge.silma.connection import AudioPiece
+from bridge.tracing.trace import UtteranceTrace
+
+LOOKAHEAD = 2  # pieces in flight at once per call: the one playing and the next
+ULAW_RATE = 8000
+
+Synthesize = Callable[[str, Callable[[str], None]], AsyncIterator[AudioPiece]]
+_DONE = object()
+log = structlog.get_logger("bridge.call")
+
+
+class _Encoder:
+    """Turns TTS pieces of any declared format into whole mu-law frames for one utterance."""
+
+    def __init__(self) -> None:
+        self._framer = Framer()  # for pieces the server already sent as 8 kHz mu-law
+        self._pcm: TelephonyEncoder | None = None
+        self.seconds = 0.0
+
+    def encode(self, piece: AudioPiece) -> bytes:
+        if piece.format == "ulaw" and piece.sample_rate == ULAW_RATE:
+            frames = self._framer.push(piece.data)
+        else:
+            samples, rate = decode_audio(piece.data, piece.format or None, piece.sample_rate)
+            frames = b""
+            if self._pcm is None:
+                self._pcm = TelephonyEncoder(rate)
+            elif self._pcm.in_rate != rate:
+                # A server may switch rates between pieces: finish the old stream first.
+                frames = self._pcm.flush()
+                self._pcm.set_input_rate(rate)
+            frames += self._pcm.process(samples)
+        self.seconds += len(frames) / ULAW_RATE
+        return frames
+
+    def flush(self) -> bytes:
+        frames = (self._pcm.flush() if self._pcm is not None else b"") + self._framer.flush()
+        self.seconds += len(frames) / ULAW_RATE
+        return frames
+
+
+class Utterance:
+    """An utterance's text as TTS pieces, arriving whole or streamed (SpeechStream)."""
+
+    def __init__(self, trace: UtteranceTrace) -> None:
+        self.trace = trace
+        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self._segmenter = Segmenter()
+        self._ended = False
+
+    def push(self, text: str) -> None:
+        if self._ended or not text:
+            return
+        self.trace.text += text
+        for piece in self._segmenter.push(text):
+            self.pieces.put_nowait(piece)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            for piece in self._segmenter.flush():
+                self.pieces.put_nowait(piece)
+            self.pieces.put_nowait(None)
+
+
+class Speaker:
+    def __init__(self, synthesize: Synthesize, sender: PacedSender,
+                 on_done: Callable[[UtteranceTrace], None]) -> None:
+        self._synthesize = synthesize
+        self._sender = sender
+        self._on_done = on_done
+        self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._current: asyncio.Task[None] | None = None
+
+    def say(self, utt: Utterance) -> None:
+        self._queue.put_nowait(utt)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or not self._queue.empty()
+
+    def interrupt(self) -> list[UtteranceTrace]:
+        """Stop the utterance being synthesized and drop the queued ones; returns those cut."""
+        dropped: list[UtteranceTrace] = []
+        while not self._queue.empty():
+            dropped.append(self._queue.get_nowait().trace)
+        if self._current is not None:
+            self._current.cancel()
+        return dropped
+
+    async def run(self) -> None:
+        while True:
+            utt = await self._queue.get()
+            self._current = asyncio.create_task(self._speak(utt),
+                                                name=f"speak-{utt.trace.index}")
+            try:
+                await self._current
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the call is ending, not just this utterance
+                utt.trace.finish("interrupted")
+            finally:
+                self._current = None
+
+    async def _speak(self, utt: Utterance) -> None:
+        trace = utt.trace
+        encoder = _Encoder()
+        # Pieces in flight: the one playing and the next. A slot frees when a piece is consumed.
+        slots = asyncio.Semaphore(LOOKAHEAD)
+        order: asyncio.Queue[asyncio.Queue[object] | None] = asyncio.Queue()
+        fetches: list[asyncio.Task[None]] = []
+
+        async def request_pieces() -> None:
+            while (text := await utt.pieces.get()) is not None:
+                trace.step("text_split")
+                await slots.acquire()
+                audio: asyncio.Queue[object] = asyncio.Queue()
+                order.put_nowait(audio)
+                fetches.append(asyncio.create_task(
+                    self._fetch(text, audio, trace, first=not fetches)))
+            order.put_nowait(None)
+
+        requester = asyncio.create_task(request_pieces())
+        try:
+            while (audio := await order.get()) is not None:
+                while (item := await audio.get()) is not _DONE:
+                    if isinstance(item, BaseException):
+                        raise item
+                    assert isinstance(item, AudioPiece)
+                    self._sender.push_audio(trace, encoder.encode(item))
+                slots.release()
+            trace.step("synthesis_complete")
+        except (TTSError, AudioFormatError) as exc:
+            trace.finish("failed", str(exc))
+            log.warning("tts_failed", utterance=trace.index, error=str(exc))
+        finally:
+            for task in (requester, *fetches):
+                task.cancel()
+            for task in (requester, *fetches):
+                with contextlib.suppress(asyncio.CancelledError, BridgeError):
+                    await task
+        self._sender.push_audio(trace, encoder.flush())
+        trace.audio_seconds = encoder.seconds
+        self._sender.push_mark(trace)
+        self._on_done(trace)
+
+    async def _fetch(self, text: str, queue: asyncio.Queue[object], utt: UtteranceTrace, *,
+                     first: bool) -> None:
+        """One piece's audio into `queue`. The trace's TTS steps are the first piece's: that is
+        the request the caller waits on."""
+
+        def on_step(name: str) -> None:
+            if name == "fallback":
+                utt.fallback = True
+            elif first:
+                utt.step(name)
+
+        try:
+            async for piece in self._synthesize(text, on_step):
+                on_step("first_audio")
+                queue.put_nowait(piece)
+        except BridgeError as exc:
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(_DONE)

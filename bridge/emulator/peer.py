@@ -1,0 +1,751 @@
+"""A phone provider's call leg, emulated: everything that does not depend on the provider.
+
+A provider's wire format (its answer webhook and document, the messages it sends, how strictly
+it judges the bridge's, how it acknowledges marks and clears) is a `Wire`; twilio_peer and
+plivo_peer each supply one and a `CallEmulator` subclass bound to it. Built to be cheap per
+frame because a load test runs hundreds of calls in one process: media messages come from
+string templates, outbound messages are validated with orjson and set arithmetic, and each call
+wakes once per media batch plus once per mark.
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import socket
+import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import aiohttp
+import orjson
+
+from bridge.emulator.playout import PlayoutBuffer
+from bridge.emulator.report import CallReport, UtteranceTiming, write_wav
+from bridge.errors import BridgeError, ProtocolError
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+FRAME_SECONDS = 0.02
+DTMF_DIGITS = frozenset("0123456789*#")
+_SILENCE_B64 = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
+_MAX_VIOLATIONS = 50  # a broken bridge repeats its mistake on every frame: keep the first few
+_WEBHOOK_TIMEOUT_S = 15.0  # Twilio gives up on a voice webhook after 15 s
+
+
+class CallFailed(BridgeError):
+    """The emulated call could not be set up (bridge unreachable, upgrade refused, timeout)."""
+
+
+def describe(exc: BaseException) -> str:
+    # aiohttp's reprs carry whole connection keys; a timeout's str() is empty.
+    return str(exc) or type(exc).__name__
+
+
+# --- the answer webhook ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the bridge's answer webhook told the provider, and the ids the call rang with."""
+
+    stream_url: str
+    parameters: dict[str, str]  # sent back in the start message
+    call_sid: str
+    account_sid: str
+
+
+async def fetch_document(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    form: dict[str, str] | None,
+    what: str,
+) -> str:
+    """Request a webhook like a provider does; its body, or CallFailed / ProtocolError."""
+    try:
+        async with session.request(
+            method,
+            url,
+            data=form,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=_WEBHOOK_TIMEOUT_S),
+        ) as resp:
+            body = await resp.text()
+            status = resp.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise CallFailed(f"{what} {url} unreachable: {describe(exc)}") from exc
+    if status != 200:
+        raise ProtocolError(f"{what} {url} answered HTTP {status}: {body[:200]}")
+    return body
+
+
+def xml_root(text: str, document: str) -> ET.Element:
+    """The <Response> root of an answer document, or ProtocolError."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ProtocolError(f"the answer webhook did not answer {document} ({exc})") from exc
+    if root.tag != "Response":
+        raise ProtocolError(f"{document} root is <{root.tag}>, expected <Response>")
+    return root
+
+
+def check_stream_url(url: str, where: str) -> str:
+    if not url.startswith(("wss://", "ws://")):
+        raise ProtocolError(f"{where} {url!r} is not a WebSocket URL")
+    return url
+
+
+# --- checking what the bridge sends -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outbound:
+    """A usable message from the bridge: media (decoded payload), mark (name) or clear.
+
+    Provider-neutral: a Plivo playAudio is "media", a checkpoint "mark", a clearAudio "clear".
+    """
+
+    event: str
+    payload: bytes = b""
+    name: str = ""
+
+
+Checked = tuple[Outbound | None, list[str]]  # the message if the provider would act on it
+
+
+def load_outbound(
+    data: str, fields: Mapping[str, frozenset[str]], provider: str
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Decode a text frame whose event must be a key of `fields` (its allowed top-level keys).
+
+    Returns the object (None when the provider would drop it) and the problems found so far.
+    Never quotes payloads: problems end up in logs and reports.
+    """
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, [f"not JSON ({len(data)} characters)"]
+    if not isinstance(msg, dict):
+        return None, [f"a JSON {type(msg).__name__}, not an object"]
+    event = msg.get("event")
+    if not isinstance(event, str) or event not in fields:
+        return None, [f"unknown event {event!r:.60} ({provider} accepts {', '.join(fields)})"]
+    return msg, unexpected_fields(msg, fields[event], event)
+
+
+def unexpected_fields(
+    obj: dict[str, Any], allowed: frozenset[str], event: str, inside: str = ""
+) -> list[str]:
+    # keys() == frozenset is the cheap common case; the difference only when something is off.
+    if obj.keys() == allowed or not (extra := obj.keys() - allowed):
+        return []
+    where = f" in {inside!r}" if inside else ""
+    return [f"{event}: unexpected fields {sorted(extra)}{where}"]
+
+
+def wrong_stream(msg: dict[str, Any], key: str, stream_id: str, event: str) -> list[str]:
+    """The problem when a message names another stream (the provider then drops it)."""
+    sid = msg.get(key)
+    return [] if sid == stream_id else [f"{event}: {key} {sid!r:.60} is not this stream's"]
+
+
+def checked_mark(name: object, event: str) -> Checked:
+    if not isinstance(name, str) or not name:
+        return None, [f"{event}: name must be a non-empty string"]
+    return Outbound("mark", name=name), []
+
+
+def checked_media(payload: object, event: str) -> Checked:
+    """A base64 mu-law payload, as the provider would play it."""
+    if not isinstance(payload, str) or not payload:
+        return None, [f"{event}: empty or missing payload"]
+    try:
+        audio = binascii.a2b_base64(payload, strict_mode=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        return None, [f"{event}: payload is not valid base64 ({len(payload)} characters)"]
+    if len(audio) % FRAME_BYTES:
+        # Still played, but a partial frame means the sender's framing is off.
+        return Outbound("media", payload=audio), [
+            f"{event}: payload of {len(audio)} bytes is not a multiple of 160"
+        ]
+    return Outbound("media", payload=audio), []
+
+
+# --- the provider interface -------------------------------------------------------------------
+
+
+class Wire(ABC):
+    """One media stream's wire format on the provider's side: the messages it sends (numbered
+    by it), its verdict on the bridge's, and how it acknowledges marks and clears."""
+
+    provider: ClassVar[str]  # "twilio", "plivo": the report's provider
+    display_name: ClassVar[str]
+    # Whether a clear acknowledges the marks whose audio it dropped (see PlayoutBuffer).
+    checkpoint_acks_cleared: ClassVar[bool]
+
+    def __init__(
+        self, call_sid: str | None, account_sid: str | None, parameters: dict[str, str] | None
+    ) -> None:
+        self.call_sid = call_sid or self.new_call_sid()
+        self.account_sid = account_sid or self.new_account_sid()
+        self.stream_sid = self.new_stream_sid()
+        self.parameters = parameters or {}
+        self.seq = 0  # the sequenceNumber of the last numbered message sent
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    @staticmethod
+    @abstractmethod
+    def new_call_sid() -> str: ...
+
+    @staticmethod
+    @abstractmethod
+    def new_account_sid() -> str: ...
+
+    @staticmethod
+    @abstractmethod
+    def new_stream_sid() -> str: ...
+
+    @classmethod
+    @abstractmethod
+    async def answer(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        user_path: str,
+        auth_token: str | None,
+    ) -> Answer:
+        """Ring the bridge at `base_url`: fetch and parse its answer document."""
+
+    @abstractmethod
+    def upgrade_headers(self, stream_url: str, auth_token: str | None) -> dict[str, str]:
+        """Headers of the WebSocket upgrade to `stream_url`, signed when a token is given."""
+
+    def preamble(self) -> list[str]:
+        """Messages before `start`, which are not numbered."""
+        return []
+
+    @abstractmethod
+    def start(self) -> str: ...
+
+    @abstractmethod
+    def media(self, chunk: int, offset_ms: int, payload_b64: str) -> str:
+        """Caller audio number `chunk` (from 1), `offset_ms` after the start."""
+
+    @abstractmethod
+    def dtmf(self, digit: str, offset_ms: int) -> str: ...
+
+    @abstractmethod
+    def played(self, name: str) -> str:
+        """The acknowledgement of mark `name`: its audio has played (or, Twilio, was cleared)."""
+
+    def cleared(self) -> str | None:
+        """The answer to a clear, if the provider sends one."""
+        return None
+
+    def stop(self) -> str | None:
+        """The message that ends the stream, if the provider sends one before closing."""
+        return None
+
+    @abstractmethod
+    def parse(self, data: str) -> Checked:
+        """Judge a text frame from the bridge as strictly as the provider would."""
+
+
+# --- the call ---------------------------------------------------------------------------------
+
+
+class CallEmulator:
+    """One emulated call leg on a provider's media stream; subclasses set `wire_type`.
+
+    `connect()` opens the stream and starts three tasks: the caller's media (real time, on a
+    drift-free schedule), the reader (validates and plays out what the bridge sends) and the
+    mark acknowledger (sleeps until the next mark's audio has played). End with `stop()` (the
+    provider's hang-up) or `abort()` (the connection just drops). Also an async context manager.
+    """
+
+    wire_type: ClassVar[type[Wire]]
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        stream_url: str,
+        *,
+        call_sid: str | None = None,
+        account_sid: str | None = None,
+        parameters: dict[str, str] | None = None,
+        caller_audio: bytes | None = None,
+        auth_token: str | None = None,
+        connect_url: str | None = None,
+        record: bool = True,
+        frames_per_wakeup: int = 1,
+    ) -> None:
+        """`parameters` go back to the bridge in the start message (Twilio customParameters,
+        Plivo extra_headers). `connect_url` connects elsewhere than the answer's URL (e.g. past
+        a TLS proxy) while the upgrade stays signed for the answer's URL. `frames_per_wakeup`
+        > 1 sends the caller's 20 ms frames in small bursts, so a load test wakes each call
+        less often."""
+        if frames_per_wakeup < 1:
+            raise ValueError("frames_per_wakeup must be at least 1")
+        self.wire = self.wire_type(call_sid, account_sid, parameters)
+        self.stream_url = stream_url
+        self.call_sid = self.wire.call_sid
+        self.account_sid = self.wire.account_sid
+        self.stream_sid = self.wire.stream_sid
+        self.parameters = self.wire.parameters
+        self.playout = PlayoutBuffer(checkpoint_acks_cleared=self.wire.checkpoint_acks_cleared)
+        self.recording = bytearray()
+        self.utterances: list[UtteranceTiming] = []
+        self.protocol_violations: list[str] = []
+        self.frames_received = 0
+        self.bytes_received = 0
+        self.messages_received = 0
+        self.marks_echoed = 0  # acknowledgements sent
+        self.marks_settled = 0  # acknowledged, or dropped unacknowledged by a clear (Plivo)
+        self.close_reason: str | None = None  # why the call ended or broke without our stop()
+        self._session = session
+        self._connect_url = connect_url or stream_url
+        self._auth_token = auth_token
+        self._caller_audio = caller_audio or b""
+        self._record = record
+        self._frames_per_wakeup = frames_per_wakeup
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._t0 = 0.0  # loop time when `start` was sent; report times count from it
+        self._ended_at: float | None = None
+        self._audio_idx = 0  # utterance receiving media: advances at each mark from the bridge
+        self._done_idx = 0  # utterance awaiting its mark's end: advances as marks settle
+        self._violations_dropped = 0
+        self._ending = False
+        self._marks_changed = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._first_media = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._acker: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.call_sid} media_in={self.frames_received} "
+            f"marks_echoed={self.marks_echoed} closed={self.closed}>"
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        await (self.abort() if exc_type else self.stop())
+
+    @property
+    def closed(self) -> bool:
+        return self._reader is not None and self._reader.done()
+
+    async def connect(self, *, greetings: int = 1) -> None:
+        """Open the stream, send the provider's opening messages, start streaming caller audio.
+
+        `greetings` utterances are expected from the bridge unprompted; their latencies count
+        from `start`.
+        """
+        try:
+            self._ws = await self._session.ws_connect(
+                self._connect_url,
+                headers=self.wire.upgrade_headers(self.stream_url, self._auth_token),
+                compress=0,  # providers offer no permessage-deflate; it only costs CPU on audio
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise CallFailed(
+                f"media stream upgrade at {self._connect_url} refused: HTTP {exc.status}"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise CallFailed(
+                f"media stream {self._connect_url} unreachable: {describe(exc)}"
+            ) from exc
+        for text in self.wire.preamble():
+            await self._send(text)
+        self._t0 = asyncio.get_running_loop().time()
+        for i in range(greetings):
+            self.expect_utterance("greeting" if greetings == 1 else f"greeting {i + 1}")
+        await self._send(self.wire.start())
+        self._reader = asyncio.create_task(self._guarded(self._read(), "reader"))
+        self._sender = asyncio.create_task(self._guarded(self._send_media(), "media sender"))
+        self._acker = asyncio.create_task(self._guarded(self._ack_marks(), "mark acknowledger"))
+
+    def now(self) -> float:
+        """Seconds since `start` was sent."""
+        return asyncio.get_running_loop().time() - self._t0
+
+    def expect_utterance(self, label: str) -> UtteranceTiming:
+        """Note that an utterance was just asked for; the next unclaimed audio and mark are its."""
+        timing = UtteranceTiming(label=label, requested_at=self.now())
+        self.utterances.append(timing)
+        return timing
+
+    async def send_dtmf(self, digit: str) -> None:
+        """The caller presses a key."""
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        await self._send(self.wire.dtmf(digit, round(self.now() * 1000)))
+
+    async def wait_for_marks(self, count: int) -> None:
+        """Until `count` marks have settled in all: acknowledged, or (Plivo) dropped by a clear,
+        which never acknowledges them. CallFailed if the stream ends first. Bound it with
+        `asyncio.timeout`: a bridge may never mark."""
+        while self.marks_settled < count:
+            if self.closed or self.close_reason is not None:
+                raise CallFailed(self.close_reason or "the media stream has ended")
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def wait_first_media(self) -> None:
+        """Until the bridge has sent audio. Bound it with `asyncio.timeout`."""
+        await self._first_media.wait()
+
+    async def wait_closed(self) -> None:
+        """Until the media stream has ended, whoever ended it."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def send_raw(self, text: str) -> None:
+        """Send any text frame, e.g. a malformed message, as a misbehaving provider would."""
+        await self._send(text)
+
+    async def stop(self) -> None:
+        """Hang up like the provider: its stop message if it has one, then a clean close."""
+        if self._ws is None or self._ending:
+            return
+        self._ending = True
+        self._cancel_tasks()
+        if (text := self.wire.stop()) is not None:
+            await self._send(text)
+        await self._ws.close()
+        await self._finish()
+
+    async def abort(self) -> None:
+        """Drop the connection with no stop message and no close handshake (a network failure)."""
+        if self._ws is None or self._ending:
+            return
+        self._ending = True
+        self._cancel_tasks()
+        sock = self._ws.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await self._ws.close()
+        await self._finish()
+
+    def report(self) -> CallReport:
+        end = self._ended_at if self._ended_at is not None else self.now()
+        violations = list(self.protocol_violations)
+        if self._violations_dropped:
+            violations.append(f"... and {self._violations_dropped} more")
+        return CallReport(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            provider=self.wire.provider,
+            duration_s=end,
+            frames_received=self.frames_received,
+            bytes_received=self.bytes_received,
+            messages_received=self.messages_received,
+            marks_echoed=self.marks_echoed,
+            marks_dropped=self.marks_settled - self.marks_echoed,
+            underruns=self.playout.underruns,
+            underrun_seconds=self.playout.underrun_seconds,
+            protocol_violations=violations,
+            utterances=list(self.utterances),
+            error=self.close_reason,
+            recording=bytes(self.recording),
+        )
+
+    # --- tasks ---
+
+    async def _guarded(self, work: Coroutine[object, object, None], what: str) -> None:
+        try:
+            await work
+        except Exception as exc:  # task root: a bug fails this call, never the process
+            self.close_reason = f"emulator {what} failed: {exc!r}"
+            self._settled.set()  # wait_for_marks sees close_reason and gives up
+
+    async def _send_media(self) -> None:
+        loop = asyncio.get_running_loop()
+        sent = 0
+        while True:
+            now = loop.time()
+            # Frame k is due at t0 + k * 20 ms: deadlines come from t0, so sleep jitter never
+            # accumulates; after a stall every overdue frame goes at once, like after a hiccup.
+            while self._t0 + sent * FRAME_SECONDS <= now:
+                await self._send(self.wire.media(sent + 1, sent * 20, self._caller_payload(sent)))
+                sent += 1
+            wake = self._t0 + (sent + self._frames_per_wakeup - 1) * FRAME_SECONDS
+            await asyncio.sleep(wake - loop.time())
+
+    def _caller_payload(self, index: int) -> str:
+        start = index * FRAME_BYTES
+        if start >= len(self._caller_audio):
+            return _SILENCE_B64
+        frame = self._caller_audio[start : start + FRAME_BYTES]
+        return base64.b64encode(frame.ljust(FRAME_BYTES, b"\xff")).decode()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for msg in self._ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    self.messages_received += 1
+                    self._violation(
+                        f"binary frame ({self.wire.display_name} accepts text frames only)"
+                    )
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    if not self._ending:
+                        self.close_reason = f"media stream failed: {self._ws.exception()}"
+                    break
+        finally:
+            if not self._ending and self.close_reason is None:
+                code = self._ws.close_code
+                self.close_reason = f"the bridge closed the media stream (code {code})"
+            if self._ended_at is None:
+                self._ended_at = self.now()
+            self._settled.set()  # wake wait_for_marks so it sees the end
+            if not self._ending:
+                self._cancel_tasks()
+
+    async def _on_text(self, data: str) -> None:
+        self.messages_received += 1
+        msg, problems = self.wire.parse(data)
+        for problem in problems:
+            self._violation(problem)
+        if msg is None:
+            return
+        now = self.now()
+        if msg.event == "media":
+            self._first_media.set()
+            self.frames_received += 1
+            self.bytes_received += len(msg.payload)
+            if self._record:
+                self.recording += msg.payload
+            self.playout.receive(now, len(msg.payload))
+            utterance = self._utterance(self._audio_idx)
+            if utterance is not None and utterance.first_audio_s is None:
+                utterance.first_audio_s = now - utterance.requested_at
+        elif msg.event == "mark":
+            self.playout.mark(now, msg.name)
+            self._audio_idx = min(self._audio_idx + 1, len(self.utterances))
+            await self._ack(self.playout.due_marks(now), now, cleared=False)  # nothing queued
+            self._marks_changed.set()
+        else:
+            await self._ack(self.playout.due_marks(now), now, cleared=False)
+            pending = self.playout.pending_marks
+            acked = self.playout.clear(now)
+            await self._ack(acked, now, cleared=True)
+            # Marks a clear drops without acknowledging them (Plivo) still end their utterances.
+            for _ in range(pending - len(acked)):
+                self._settle(now, cleared=True)
+            if (text := self.wire.cleared()) is not None:
+                await self._send(text)
+            # An utterance cut before its mark was sent will never be acknowledged: close it.
+            cut = self._utterance(self._audio_idx)
+            if cut is not None and cut.first_audio_s is not None:
+                cut.cleared = True
+                self._audio_idx = self._done_idx = min(self._audio_idx + 1, len(self.utterances))
+            self._marks_changed.set()
+
+    async def _ack_marks(self) -> None:
+        while True:
+            self._marks_changed.clear()
+            due = self.playout.next_mark_due()
+            if due is None:
+                await self._marks_changed.wait()
+                continue
+            delay = due - self.now()
+            if delay > 0:
+                # Woken early by a new mark or a clear, which may bring the next due time closer.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._marks_changed.wait()
+                continue
+            now = self.now()
+            await self._ack(self.playout.due_marks(now), now, cleared=False)
+
+    # --- helpers ---
+
+    async def _ack(self, names: list[str], now: float, *, cleared: bool) -> None:
+        for name in names:
+            await self._send(self.wire.played(name))
+            self.marks_echoed += 1
+            self._settle(now, cleared=cleared)
+
+    def _settle(self, now: float, *, cleared: bool) -> None:
+        """One mark is done with: the utterance it closes has played out or was cleared."""
+        self.marks_settled += 1
+        utterance = self._utterance(self._done_idx)
+        if utterance is not None:
+            utterance.playout_done_s = now - utterance.requested_at
+            utterance.cleared = cleared
+        self._done_idx = min(self._done_idx + 1, len(self.utterances))
+        self._settled.set()
+
+    async def _send(self, text: str) -> None:
+        assert self._ws is not None
+        # The reader notices the end of the stream and says why; a send racing it just stops.
+        with contextlib.suppress(ConnectionError):
+            await self._ws.send_str(text)
+
+    def _utterance(self, index: int) -> UtteranceTiming | None:
+        return self.utterances[index] if index < len(self.utterances) else None
+
+    def _violation(self, problem: str) -> None:
+        if len(self.protocol_violations) < _MAX_VIOLATIONS:
+            self.protocol_violations.append(problem)
+        else:
+            self._violations_dropped += 1
+
+    def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        for task in (self._sender, self._acker):
+            if task is not None and task is not current:
+                task.cancel()
+
+    async def _finish(self) -> None:
+        tasks = [t for t in (self._sender, self._acker, self._reader) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._ended_at is None:
+            self._ended_at = self.now()
+
+
+def emulator_class(provider: str) -> type[CallEmulator]:
+    """The emulator of `provider` ("twilio" or "plivo")."""
+    # Imported here: both provider modules build on this one.
+    from bridge.emulator.plivo_peer import PlivoCallEmulator
+    from bridge.emulator.twilio_peer import TwilioCallEmulator
+
+    classes: dict[str, type[CallEmulator]] = {
+        "twilio": TwilioCallEmulator,
+        "plivo": PlivoCallEmulator,
+    }
+    if provider not in classes:
+        raise ValueError(f"provider {provider!r} is not emulated (only {', '.join(classes)})")
+    return classes[provider]
+
+
+async def run_call(
+    bridge_url: str,
+    *,
+    provider: str = "twilio",
+    say: list[str] | None = None,
+    caller_audio: bytes | None = None,
+    record_path: Path | None = None,
+    auth_token: str | None = None,
+    user_path: str = "",
+    max_seconds: float = 30.0,
+    wait_marks: int = 1,
+    connect_url: str | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> CallReport:
+    """Place one emulated call on the bridge at `bridge_url` and report what the caller got.
+
+    Rings the bridge the way `provider` does (Twilio: /twilio/voice, Plivo: /plivo/answer, then
+    `user_path`; signed when `auth_token` is given), waits for `wait_marks` greeting utterances,
+    then has the bridge say each text of `say` (POST /calls/{sid}/say) and waits for its mark,
+    then hangs up. Everything must fit in `max_seconds`. Raises CallFailed / ProtocolError when
+    no call could be set up; a call that starts but goes wrong returns a report with `error`
+    set. Pass `session` to share a connection pool (a load test: give its connector limit=0,
+    every stream holds a connection).
+    """
+    cls = emulator_class(provider)
+    base = bridge_url.rstrip("/")
+    own_session = session is None
+    http = session if session is not None else aiohttp.ClientSession()
+    deadline = asyncio.get_running_loop().time() + max_seconds
+    try:
+        try:
+            emulator = await asyncio.wait_for(
+                _place_call(
+                    cls, http, base, user_path, auth_token, caller_audio, connect_url, wait_marks
+                ),
+                timeout=max_seconds,
+            )
+        except TimeoutError as exc:
+            raise CallFailed(f"no call set up within {max_seconds} s") from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                error = await _converse(http, base, emulator, wait_marks, say or [])
+        except TimeoutError:
+            error = f"timed out after {max_seconds} s waiting for the bridge"
+        finally:
+            await emulator.stop()
+    finally:
+        if own_session:
+            await http.close()
+    report = emulator.report()
+    report.error = report.error or error
+    if record_path is not None:
+        write_wav(record_path, report.recording)
+    return report
+
+
+async def _place_call(
+    cls: type[CallEmulator],
+    http: aiohttp.ClientSession,
+    base: str,
+    user_path: str,
+    auth_token: str | None,
+    caller_audio: bytes | None,
+    connect_url: str | None,
+    greetings: int,
+) -> CallEmulator:
+    """Ring the bridge (answer webhook) and open the media stream it asks for."""
+    answer = await cls.wire_type.answer(http, base, user_path, auth_token)
+    emulator = cls(
+        http,
+        answer.stream_url,
+        call_sid=answer.call_sid,
+        account_sid=answer.account_sid,
+        parameters=answer.parameters,
+        caller_audio=caller_audio,
+        auth_token=auth_token,
+        connect_url=connect_url,
+    )
+    try:
+        await emulator.connect(greetings=greetings)
+    except BaseException:
+        await emulator.abort()  # cancelled by the setup timeout with the stream half open
+        raise
+    return emulator
+
+
+async def _converse(
+    http: aiohttp.ClientSession,
+    base: str,
+    emulator: CallEmulator,
+    greetings: int,
+    texts: list[str],
+) -> str | None:
+    """The scripted part of run_call; returns why it stopped early, or None."""
+    try:
+        await emulator.wait_for_marks(greetings)
+        for text in texts:
+            target = emulator.marks_settled + 1
+            emulator.expect_utterance(text)
+            url = f"{base}/calls/{emulator.call_sid}/say"
+            try:
+                async with http.post(url, json={"text": text}) as resp:
+                    if resp.status != 202:
+                        body = await resp.text()
+                        return f"POST {url} answered HTTP {resp.status}: {body[:200]}"
+            except (aiohttp.ClientError, OSError) as exc:
+                return f"POST {url} failed: {describe(exc)}"
+            await emulator.wait_for_marks(target)
+    except CallFailed as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,45 @@
+"""The project's error tree: one root, kept shallow.
+
+BridgeError                  root; every error we raise on purpose derives from it
+├── ConfigError              a setting is missing or invalid (message names the setting)
+├── ProtocolError            a peer sent something we cannot parse (provider or SILMA message)
+├── AudioFormatError         audio bytes that are not what they claim to be
+├── SignatureError           a webhook / upgrade signature check failed
+└── TTSError                 text to speech failed; `retryable` says whether trying again may help
+    └── TTSUnavailable       no TTS server could be reached (connect refused, timed out)
+"""
+
+
+class BridgeError(Exception):
+    """Root of the errors this project raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or invalid."""
+
+
+class ProtocolError(BridgeError):
+    """A peer's message cannot be parsed or breaks the protocol."""
+
+
+class AudioFormatError(BridgeError):
+    """Audio bytes that do not decode as the declared or detected format."""
+
+
+class SignatureError(BridgeError):
+    """A request signature is missing or does not match."""
+
+
+class TTSError(BridgeError):
+    """Synthesis failed. `retryable` is True when the same request may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TTSUnavailable(TTSError):
+    """No TTS server could be reached."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)

@@ -1,0 +1,203 @@
+"""Typed settings: defaults from config/default.toml, overridden by BRIDGE_* environment variables.
+
+This is the only module that reads the environment. A top-level key `port` is overridden by
+BRIDGE_PORT, a key `port` of section [tts_server] by BRIDGE_TTS_SERVER_PORT. Values are parsed by
+the field's type; a value that does not parse raises ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from bridge.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+ENV_PREFIX = "BRIDGE_"
+
+
+@dataclasses.dataclass(frozen=True)
+class SilmaSettings:
+    endpoint: str = ""
+    api_key: str = dataclasses.field(default="", repr=False)
+    reference_audio: str = ""
+    reference_text: str = ""
+    speed: float = 1.0
+    seed: int = 42
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    # Ask a server that can for 8 kHz mu-law, so the bridge skips resampling.
+    request_ulaw: bool = True
+    # Extra CA bundle to trust for wss:// / https:// endpoints (a private or self-signed CA).
+    ca_file: str = ""
+    # Used when no endpoint is set: "auto" (the fastest configured region) or a region id.
+    region: str = "auto"
+    region_probe_interval_s: float = 600.0
+    regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSettings:
+    size: int = 5
+    warm: int = 3
+    max_age_s: float = 300.0
+    health_interval_s: float = 60.0
+    acquire_timeout_s: float = 2.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = dataclasses.field(default="", repr=False)
+    # REST API base for hang-ups; empty = Twilio's own (tests point it at a local stand-in).
+    api_base_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlivoSettings:
+    auth_id: str = ""
+    auth_token: str = dataclasses.field(default="", repr=False)
+    # Plivo does not document how it signs the WebSocket upgrade: check it only when asked.
+    validate_websocket: bool = False
+    api_base_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSettings:
+    lead_ms: int = 200
+    max_frames_per_message: int = 5
+    mark_timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSettings:
+    # "scripted" (greeting and DTMF replies below) or "remote" (a WebSocket agent at remote_url).
+    kind: str = "scripted"
+    remote_url: str = ""
+    remote_connect_timeout_s: float = 3.0
+    greeting: str = ""
+    goodbye: str = "Goodbye!"
+    dtmf: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TTSServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    base_path: str = "/"
+    engine: str = "piper"
+    piper_voice: str = ""
+    api_key: str = dataclasses.field(default="", repr=False)
+    concurrency: int = 2
+    max_queue: int = 16
+    request_deadline_s: float = 60.0
+    max_text_chars: int = 2000
+    max_message_bytes: int = 8 * 1024 * 1024
+    sim_first_audio_s: float = 0.15
+    sim_rtf: float = 0.12
+    sim_cache_dir: str = "data/sim-cache"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    log_format: str = "console"
+    log_level: str = "info"
+    silma: SilmaSettings = dataclasses.field(default_factory=SilmaSettings)
+    pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
+    twilio: TwilioSettings = dataclasses.field(default_factory=TwilioSettings)
+    plivo: PlivoSettings = dataclasses.field(default_factory=PlivoSettings)
+    call: CallSettings = dataclasses.field(default_factory=CallSettings)
+    agent: AgentSettings = dataclasses.field(default_factory=AgentSettings)
+    tts_server: TTSServerSettings = dataclasses.field(default_factory=TTSServerSettings)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(value: str, kind: Any, name: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(value)
+            return lowered in {"1", "true", "yes", "on"}
+        if kind in (int, float, str):
+            return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+    raise ConfigError(f"{name} cannot be set from the environment")
+
+
+def _build(cls: type, table: Mapping[str, Any], env: Mapping[str, str], env_name: str) -> Any:
+    hints = get_type_hints(cls)
+    unknown = set(table) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)} for {cls.__name__}")
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        var = f"{env_name}{field.name.upper()}"
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            values[field.name] = _build(kind, table.get(field.name, {}), env, f"{var}_")
+        elif field.name in table and not isinstance(table[field.name], Mapping):
+            raw = table[field.name]
+            if kind is float and isinstance(raw, int):
+                raw = float(raw)
+            if kind in (int, float, str, bool) and not isinstance(raw, kind):
+                raise ConfigError(f"setting {field.name}={raw!r} must be a {kind.__name__}")
+            values[field.name] = raw
+        elif field.name in table:
+            # Keys of a table can be set one by one: BRIDGE_SILMA_REGIONS_US_EAST=...
+            values[field.name] = {
+                key: env.get(f"{var}_{key.upper().replace('-', '_')}", value)
+                for key, value in table[field.name].items()
+            }
+        if var in env and kind in (int, float, str, bool):
+            values[field.name] = _parse(env[var], kind, var)
+    return cls(**values)
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (default config/default.toml), then apply BRIDGE_* variables."""
+    env = os.environ if env is None else env
+    path = Path(env.get("BRIDGE_CONFIG", "")) if path is None and env.get("BRIDGE_CONFIG") else path
+    path = path or DEFAULT_CONFIG
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+    settings: Settings = _build(Settings, table, env, ENV_PREFIX)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not s.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"BRIDGE_PUBLIC_URL must be http(s)://, not {s.public_url!r}")
+    if s.log_format not in {"json", "console"}:
+        raise ConfigError("BRIDGE_LOG_FORMAT must be 'json' or 'console'")
+    if s.agent.kind not in {"scripted", "remote"}:
+        raise ConfigError("BRIDGE_AGENT_KIND must be scripted or remote")
+    if s.agent.kind == "remote" and not s.agent.remote_url.startswith(("ws://", "wss://")):
+        raise ConfigError("BRIDGE_AGENT_REMOTE_URL must be a ws:// or wss:// URL")
+    if s.tts_server.engine not in {"piper", "silma", "sim"}:
+        raise ConfigError("BRIDGE_TTS_SERVER_ENGINE must be piper, silma or sim")
+    if not 20 <= s.call.lead_ms <= 1000:
+        raise ConfigError("BRIDGE_CALL_LEAD_MS must be between 20 and 1000")
+    if s.call.max_frames_per_message < 1:
+        raise ConfigError("BRIDGE_CALL_MAX_FRAMES_PER_MESSAGE must be at least 1")
+    if not 0 <= s.pool.warm <= s.pool.size or s.pool.size < 1:
+        raise ConfigError("pool: need size >= 1 and 0 <= warm <= size")
+    if s.tts_server.concurrency < 1 or s.tts_server.max_queue < 0:
+        raise ConfigError("tts_server.concurrency must be >= 1 and max_queue >= 0")

@@ -1,0 +1,106 @@
+"""The bridge's SILMA client: text in, audio pieces out, over a warm WebSocket or HTTP fallback.
+
+Connections come from a ConnectionSource (the warm pool). When no WebSocket can be had, or the
+server refuses WebSocket, the request goes over HTTP on the shared keep-alive session and the
+fallback is counted. Progress is reported through `on_step` so the caller can trace it without
+this module knowing about traces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import aiohttp
+
+from bridge.errors import ProtocolError, TTSError, TTSUnavailable
+from bridge.silma import protocol as p
+from bridge.silma.connection import AudioPiece, SilmaConnection, auth_headers
+from bridge.silma.endpoint import Endpoint
+
+StepCallback = Callable[[str], None]
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+class ConnectionSource(Protocol):
+    """Hands out a connection for one request and takes it back afterwards."""
+
+    async def acquire(self) -> SilmaConnection: ...
+
+    def release(self, conn: SilmaConnection) -> None: ...
+
+    def note_fallback(self) -> None:
+        """A request went over HTTP instead."""
+
+
+class SilmaClient:
+    def __init__(self, endpoint: Endpoint, source: ConnectionSource,
+                 session: aiohttp.ClientSession, *, api_key: str, voice: p.SynthesizeRequest,
+                 timeout_s: float, want_ulaw: bool) -> None:
+        self.endpoint = endpoint
+        self._source = source
+        self._session = session
+        self._api_key = api_key
+        self._voice = voice  # reference audio, transcript, speed and seed; text filled per call
+        self._timeout_s = timeout_s
+        self._want_ulaw = want_ulaw
+
+    def _request(self, text: str) -> p.SynthesizeRequest:
+        return p.SynthesizeRequest(
+            text=text, reference_audio=self._voice.reference_audio,
+            reference_text=self._voice.reference_text, speed=self._voice.speed,
+            seed=self._voice.seed,
+        )
+
+    async def synthesize(self, text: str, on_step: StepCallback = _ignore
+                         ) -> AsyncIterator[AudioPiece]:
+        """Yield the audio of `text`. Raises TTSError when neither WebSocket nor HTTP works."""
+        request = self._request(text)
+        try:
+            conn = await self._source.acquire()
+        except TTSUnavailable:
+            conn = None
+        on_step("pool_wait_done")
+        if conn is None:
+            self._source.note_fallback()
+            on_step("fallback")
+            async for piece in self._over_http(request, on_step):
+                yield piece
+            return
+        try:
+            wire = conn.prepare(request, want_stream=True,
+                                want_format="ulaw" if self._want_ulaw else None,
+                                want_rate=8000 if self._want_ulaw else None)
+            on_step("request_sent")
+            async for piece in conn.synthesize(wire, self._timeout_s):
+                yield piece
+        finally:
+            self._source.release(conn)
+
+    async def _over_http(self, request: p.SynthesizeRequest, on_step: StepCallback
+                         ) -> AsyncIterator[AudioPiece]:
+        on_step("request_sent")
+        try:
+            async with self._session.post(
+                self.endpoint.synthesize_url, data=p.build_synthesize(request),
+                headers={**auth_headers(self._api_key), "Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TTSUnavailable(f"TTS server unreachable over HTTP: {exc}") from exc
+        except TimeoutError:
+            raise TTSError("TTS request over HTTP timed out", retryable=True) from None
+        try:
+            reply = p.parse_server_message(body)
+        except ProtocolError as exc:
+            raise TTSError(f"TTS server answered HTTP {response.status}: {exc}") from exc
+        if isinstance(reply, p.ErrorReply):
+            raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable)
+        if not isinstance(reply, p.SynthesisComplete):
+            raise TTSError(f"TTS server answered HTTP with {type(reply).__name__}")
+        yield AudioPiece(reply.audio, reply.format, reply.sample_rate or p.SEED_SAMPLE_RATE)
+

@@ -1,0 +1,58 @@
+"""Runs our TTS server as a child process on loopback, for `make run` without an endpoint.
+
+A separate process keeps CPU-bound synthesis off the bridge's event loop and GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+
+import aiohttp
+
+from bridge.errors import TTSUnavailable
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+
+
+class LocalTTSServer:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{port}"
+        self._args = [sys.executable, "-m", "bridge", "tts-server", "--host", host,
+                      "--port", str(port)]
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(*self._args)
+        try:
+            await asyncio.wait_for(self._wait_ready(), READY_TIMEOUT_S)
+        except (TimeoutError, TTSUnavailable):
+            await self.stop()
+            raise TTSUnavailable(f"local TTS server did not become ready at {self.url}") from None
+
+    async def _wait_ready(self) -> None:
+        assert self._proc is not None
+        delay = 0.05
+        async with aiohttp.ClientSession() as http:
+            while self._proc.returncode is None:
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(f"{self.url}/health") as response:
+                        if response.status == 200 and (await response.json()).get("ready"):
+                            return
+                # Polling a child we just started: it has no other way to tell us it is up.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise TTSUnavailable(f"local TTS server exited with code {self._proc.returncode}")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,110 @@
+"""One warm pool per TTS endpoint and credential, shared by every call that uses that pair.
+
+Calls ask for a client by (endpoint, api key); the first ask starts the pool. A pool no call uses
+any more (its user moved to another endpoint, or the region changed) drains and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from bridge.settings import PoolSettings
+from bridge.silma import protocol as p
+from bridge.silma.client import SilmaClient
+from bridge.silma.endpoint import parse_endpoint
+from bridge.silma.pool import SilmaPool
+from bridge.silma.pool_core import PoolLimits
+
+
+@dataclasses.dataclass(frozen=True)
+class TTSTarget:
+    """Everything that decides which pool a call uses and what each request carries."""
+
+    endpoint: str
+    api_key: str = dataclasses.field(default="", repr=False)
+    voice: p.SynthesizeRequest = dataclasses.field(
+        default_factory=lambda: p.SynthesizeRequest(text=""), repr=False)
+
+    @property
+    def pool_key(self) -> tuple[str, str]:
+        # The key is hashed so pool listings never show a credential.
+        return (parse_endpoint(self.endpoint).ws_url,
+                hashlib.sha256(self.api_key.encode()).hexdigest()[:12])
+
+
+@dataclasses.dataclass
+class _Entry:
+    pool: SilmaPool
+    users: int = 0
+
+
+class PoolRegistry:
+    def __init__(self, session: aiohttp.ClientSession, settings: PoolSettings, *,
+                 connect_timeout_s: float, request_timeout_s: float, want_ulaw: bool,
+                 ssl_context: ssl.SSLContext | bool = True) -> None:
+        self._session = session
+        self._settings = settings
+        self._connect_timeout_s = connect_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._want_ulaw = want_ulaw
+        self._ssl = ssl_context
+        self._pools: dict[tuple[str, str], _Entry] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _limits(self) -> PoolLimits:
+        s = self._settings
+        return PoolLimits(size=s.size, warm=s.warm, max_age_s=s.max_age_s,
+                          backoff_base_s=s.backoff_base_s, backoff_max_s=s.backoff_max_s)
+
+    async def pool_for(self, target: TTSTarget) -> SilmaPool:
+        key = target.pool_key
+        entry = self._pools.get(key)
+        if entry is None:
+            pool = SilmaPool(
+                self._session, parse_endpoint(target.endpoint), api_key=target.api_key,
+                limits=self._limits(), connect_timeout_s=self._connect_timeout_s,
+                acquire_timeout_s=self._settings.acquire_timeout_s,
+                health_interval_s=self._settings.health_interval_s, ssl_context=self._ssl)
+            entry = self._pools[key] = _Entry(pool)
+            await pool.start()
+        return entry.pool
+
+    @contextlib.asynccontextmanager
+    async def client(self, target: TTSTarget) -> AsyncIterator[SilmaClient]:
+        """A client on `target`'s pool for the length of one call."""
+        pool = await self.pool_for(target)
+        entry = self._pools[target.pool_key]
+        entry.users += 1
+        client = SilmaClient(pool.endpoint, pool, self._session, api_key=target.api_key,
+                             voice=target.voice, timeout_s=self._request_timeout_s,
+                             want_ulaw=self._want_ulaw)
+        try:
+            yield client
+        finally:
+            entry.users -= 1
+
+    def retire_unused(self, keep: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Drain and close pools no live call uses and no configuration points at."""
+        gone = [k for k, e in self._pools.items() if e.users == 0 and k not in keep]
+        for key in gone:
+            task = asyncio.get_running_loop().create_task(self._pools.pop(key).pool.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return gone
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [{**e.pool.stats(), "calls": e.users} for e in self._pools.values()]
+
+    async def close(self) -> None:
+        pools = [e.pool for e in self._pools.values()]
+        self._pools.clear()
+        await asyncio.gather(*(pool.close() for pool in pools), *self._closing,
+                             return_exceptions=True)

@@ -1,0 +1,326 @@
+"""The SILMA TTS WebSocket/HTTP protocol: pure message records, parsing and building.
+
+Shared by our client (bridge.silma) and our server (bridge.tts_server). The seed protocol is three
+messages: `synthesize` -> `synthesis_complete` | `error`. Everything else here is an extension,
+announced by the server (`hello` reply and the health endpoint) and used only when announced:
+
+    {"type":"hello"}                       -> {"type":"hello","capabilities":[...],...}
+    synthesize + "id"                      every reply for it carries the same id
+    synthesize + "stream": true            audio_chunk{id, seq, audio} ... then synthesis_complete
+    synthesize + "format"/"sample_rate"    output encoding (f32le s16le wav ulaw) and rate
+    {"type":"cancel","id":...}             -> {"type":"cancelled","id":...}; the socket stays usable
+    several synthesize in flight on one socket ("multiplex", up to max_in_flight)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from typing import Any, Literal
+
+import orjson
+
+from bridge.errors import ProtocolError
+
+SEED_FORMAT = "f32le"
+SEED_SAMPLE_RATE = 24000
+FORMATS = ("f32le", "s16le", "wav", "ulaw")
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate")
+SPEED_RANGE = (0.5, 2.0)
+
+ErrorCode = Literal["bad_request", "busy", "timeout", "cancelled", "unauthorized", "internal"]
+RETRYABLE_CODES = frozenset({"busy", "timeout"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SynthesizeRequest:
+    text: str
+    reference_audio: bytes = b""
+    reference_text: str = ""
+    speed: float = 1.0
+    seed: int | None = None
+    # Extensions (None / False = the client did not ask).
+    id: str | None = None
+    stream: bool = False
+    format: str | None = None
+    sample_rate: int | None = None
+
+    @property
+    def output_format(self) -> str:
+        return self.format or SEED_FORMAT
+
+    @property
+    def output_rate(self) -> int:
+        return self.sample_rate or SEED_SAMPLE_RATE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hello:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancel:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerHello:
+    capabilities: tuple[str, ...]
+    engine: str = ""
+    sample_rate: int = SEED_SAMPLE_RATE
+    max_in_flight: int = 1
+    can_clone: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AudioChunk:
+    id: str | None
+    seq: int
+    audio: bytes
+    format: str
+    sample_rate: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SynthesisComplete:
+    id: str | None
+    audio: bytes
+    format: str
+    sample_rate: int
+    chunks: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancelled:
+    id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorReply:
+    error: str
+    id: str | None = None
+    code: str = "internal"
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+ClientMessage = SynthesizeRequest | Hello | Cancel
+ServerMessage = ServerHello | AudioChunk | SynthesisComplete | Cancelled | ErrorReply
+
+
+class RequestError(ProtocolError):
+    """A client message that cannot be served; carries the request id when one was readable."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def _b64decode(value: Any, what: str, request_id: str | None) -> bytes:
+    if not isinstance(value, str):
+        raise RequestError(f"{what} must be a base64 string", request_id)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{what} is not valid base64", request_id) from None
+
+
+def _load(raw: str | bytes) -> dict[str, Any]:
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RequestError("message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise RequestError("message must be a JSON object")
+    return message
+
+
+def parse_client_message(raw: str | bytes, *, max_text_chars: int) -> ClientMessage:
+    """Parse and validate one client message. Raises RequestError with a readable reason."""
+    message = _load(raw)
+    kind = message.get("type", "synthesize")  # the seed server treats any body as synthesize
+    if kind == "hello":
+        return Hello()
+    if kind == "cancel":
+        request_id = message.get("id")
+        if not isinstance(request_id, str) or not request_id:
+            raise RequestError("cancel needs the id of the request to cancel")
+        return Cancel(request_id)
+    if kind != "synthesize":
+        raise RequestError(f"unknown message type {kind!r}")
+    return parse_synthesize(message, max_text_chars=max_text_chars)
+
+
+def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> SynthesizeRequest:
+    request_id = message.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id):
+        raise RequestError("id must be a non-empty string")
+    text = message.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise RequestError("text is missing or empty", request_id)
+    if len(text) > max_text_chars:
+        raise RequestError(
+            f"text is {len(text)} characters, over the limit of {max_text_chars}", request_id
+        )
+    reference = message.get("audio") or ""
+    reference_audio = _b64decode(reference, "audio", request_id) if reference else b""
+    reference_text = message.get("reference_text") or ""
+    if not isinstance(reference_text, str):
+        raise RequestError("reference_text must be a string", request_id)
+    speed = message.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
+        raise RequestError("speed must be a number", request_id)
+    if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
+        raise RequestError(
+            f"speed {speed} is out of range {SPEED_RANGE[0]}-{SPEED_RANGE[1]}", request_id
+        )
+    seed = message.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise RequestError("seed must be an integer", request_id)
+    stream = message.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("stream must be true or false", request_id)
+    fmt = message.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        raise RequestError(f"format must be one of {', '.join(FORMATS)}", request_id)
+    rate = message.get("sample_rate")
+    # `8000.0 in SAMPLE_RATES` is True: insist on an int, the rate goes into WAV headers.
+    if rate is not None and (type(rate) is not int or rate not in SAMPLE_RATES):
+        raise RequestError(
+            f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}", request_id
+        )
+    return SynthesizeRequest(
+        text=text,
+        reference_audio=reference_audio,
+        reference_text=reference_text,
+        speed=float(speed),
+        seed=seed,
+        id=request_id,
+        stream=stream,
+        format=fmt,
+        sample_rate=rate,
+    )
+
+
+def _with_id(body: dict[str, Any], request_id: str | None) -> bytes:
+    if request_id is not None:
+        body["id"] = request_id
+    return orjson.dumps(body)
+
+
+def build_synthesize(request: SynthesizeRequest) -> bytes:
+    """A client's request. Extension fields are written only when set, so a seed server is safe."""
+    body: dict[str, Any] = {"type": "synthesize", "text": request.text}
+    if request.reference_audio:
+        body["audio"] = base64.b64encode(request.reference_audio).decode()
+        body["reference_text"] = request.reference_text
+    body["speed"] = request.speed
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stream:
+        body["stream"] = True
+    if request.format:
+        body["format"] = request.format
+    if request.sample_rate:
+        body["sample_rate"] = request.sample_rate
+    return _with_id(body, request.id)
+
+
+def build_hello() -> bytes:
+    return b'{"type":"hello"}'
+
+
+def build_cancel(request_id: str) -> bytes:
+    return orjson.dumps({"type": "cancel", "id": request_id})
+
+
+def build_server_hello(hello: ServerHello) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "hello",
+            "capabilities": list(hello.capabilities),
+            "engine": hello.engine,
+            "sample_rate": hello.sample_rate,
+            "max_in_flight": hello.max_in_flight,
+            "can_clone": hello.can_clone,
+        }
+    )
+
+
+def build_audio_chunk(chunk: AudioChunk) -> bytes:
+    body = {
+        "type": "audio_chunk",
+        "seq": chunk.seq,
+        "audio": base64.b64encode(chunk.audio).decode(),
+        "format": chunk.format,
+        "sample_rate": chunk.sample_rate,
+    }
+    return _with_id(body, chunk.id)
+
+
+def build_complete(done: SynthesisComplete) -> bytes:
+    body: dict[str, Any] = {
+        "type": "synthesis_complete",
+        "audio": base64.b64encode(done.audio).decode(),
+        "format": done.format,
+        "sample_rate": done.sample_rate,
+    }
+    if done.chunks:
+        body["chunks"] = done.chunks
+    return _with_id(body, done.id)
+
+
+def build_cancelled(request_id: str) -> bytes:
+    return orjson.dumps({"type": "cancelled", "id": request_id})
+
+
+def build_error(error: ErrorReply) -> bytes:
+    body: dict[str, Any] = {"type": "error", "error": error.error, "code": error.code}
+    if error.retryable:
+        body["retryable"] = True
+    return _with_id(body, error.id)
+
+
+def parse_server_message(raw: str | bytes) -> ServerMessage:
+    """Parse a server reply. Tolerates the seed server (no type on HTTP, no format fields)."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("TTS server sent invalid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("TTS server sent a non-object message")
+    request_id = message.get("id")
+    kind = message.get("type")
+    if kind is None:  # the seed HTTP server answers {"audio": ...} or {"error": ...}
+        kind = "error" if "error" in message and "audio" not in message else "synthesis_complete"
+    try:
+        if kind == "error":
+            return ErrorReply(
+                str(message.get("error", "unknown error")), request_id,
+                str(message.get("code", "internal")),
+            )
+        if kind == "hello":
+            return ServerHello(
+                capabilities=tuple(message.get("capabilities", ())),
+                engine=str(message.get("engine", "")),
+                sample_rate=int(message.get("sample_rate", SEED_SAMPLE_RATE)),
+                max_in_flight=int(message.get("max_in_flight", 1)),
+                can_clone=bool(message.get("can_clone", True)),
+            )
+        if kind == "cancelled":
+            return Cancelled(str(request_id))
+        audio = base64.b64decode(message.get("audio") or "", validate=True)
+        fmt = str(message.get("format", "")) or ""
+        rate = int(message.get("sample_rate", 0)) or 0
+        if kind == "audio_chunk":
+            return AudioChunk(request_id, int(message["seq"]), audio, fmt, rate)
+        if kind == "synthesis_complete":
+            return SynthesisComplete(request_id, audio, fmt, rate, int(message.get("chunks", 0)))
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ProtocolError(f"TTS server sent a malformed {kind} message: {exc}") from exc
+    raise ProtocolError(f"TTS server sent an unknown message type {kind!r}")

@@ -1,0 +1,372 @@
+"""Plivo Audio Streams (bidirectional `<Stream>`): message codec, answer XML, V3 signatures.
+
+Mirrors bridge.telephony.twilio so the call session never branches on the provider. Inbound
+parsing is strict about the fields we act on (streamId, callId, media payload, DTMF digit,
+checkpoint name) and lenient about informational ones (accountId, tracks, mediaFormat, media
+track, extra_headers): those fall back to a default when absent, but a value of the wrong type is
+still an error, except extra_headers, whose garbled pairs are dropped. Error messages never quote
+the payload.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from plivo import plivoxml
+from plivo.utils.signature_v3 import (
+    construct_get_url,
+    construct_post_url,
+    get_signature_v3,
+    validate_v3_signature,
+)
+
+from bridge.errors import ProtocolError
+from bridge.telephony.events import (
+    AudioCleared,
+    DtmfReceived,
+    InboundEvent,
+    MarkReceived,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+)
+
+SIGNATURE_HEADER = "X-Plivo-Signature-V3"
+NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
+
+# What we ask for in the answer XML and declare in every playAudio: they must agree.
+_CONTENT_TYPE = "audio/x-mulaw"
+_SAMPLE_RATE = 8000
+# Plivo's documented limits for the extraHeaders attribute.
+_EXTRA_HEADERS_MAX_BYTES = 512
+
+# Bound once: the media path runs ~50 times a second per call.
+_a2b_base64 = binascii.a2b_base64
+_b2a_base64 = binascii.b2a_base64
+_loads = orjson.loads
+
+
+def parse_message(raw: str | bytes) -> InboundEvent:
+    """Parse one text frame from Plivo into a provider-neutral event."""
+    try:
+        msg = _loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"Plivo message is not valid JSON: {exc}") from exc
+    if type(msg) is not dict:
+        raise ProtocolError(f"Plivo message is not a JSON object but {_json_type(msg)}")
+    event = msg.get("event")
+    if event == "media":  # nearly every message: checked before anything else
+        return _parse_media(msg)
+    if event is None:
+        raise ProtocolError("Plivo message has no 'event' field")
+    if type(event) is not str:
+        raise ProtocolError(f"Plivo message 'event' must be a string, got {_json_type(event)}")
+    parser = _PARSERS.get(event)
+    if parser is None:
+        raise ProtocolError(f"unknown Plivo event {event[:40]!r}")
+    return parser(msg)
+
+
+def _parse_media(msg: dict[str, Any]) -> MediaReceived:
+    media = msg.get("media")
+    if type(media) is not dict:
+        raise _bad_field("media", "media", media, "an object")
+    payload = media.get("payload")
+    if type(payload) is not str:
+        raise _bad_field("media", "media.payload", payload, "a base64 string")
+    try:
+        audio = _a2b_base64(payload, strict_mode=True)
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
+        raise ProtocolError(f"Plivo media: media.payload is not valid base64 ({exc})") from exc
+    track = media.get("track", "inbound")
+    if type(track) is not str:
+        raise _bad_field("media", "media.track", track, "a string")
+    # Plivo's media.timestamp is wall-clock Unix milliseconds, not the "ms since stream start"
+    # that MediaReceived carries, so it is reported as unknown rather than misread.
+    return MediaReceived(audio, None, track)
+
+
+def _parse_start(msg: dict[str, Any]) -> StreamStarted:
+    start = _object(msg, "start", "start")
+    # Documented inside `start`; media messages carry it at the top level, so accept that too.
+    stream_id = start.get("streamId", msg.get("streamId"))
+    if type(stream_id) is not str or not stream_id:
+        raise _bad_field("start", "start.streamId", stream_id, "a non-empty string")
+    call_id = start.get("callId")
+    if type(call_id) is not str or not call_id:
+        raise _bad_field("start", "start.callId", call_id, "a non-empty string")
+    account_id = _optional_str(start, "accountId", "start", "")
+    tracks = start.get("tracks", [])
+    if type(tracks) is not list or not all(type(t) is str for t in tracks):
+        raise _bad_field("start", "start.tracks", tracks, "a list of strings")
+    fmt = start.get("mediaFormat", {})
+    if type(fmt) is not dict:
+        raise _bad_field("start", "start.mediaFormat", fmt, "an object")
+    # Absent means what the answer XML asked for.
+    encoding = _optional_str(fmt, "encoding", "start.mediaFormat", _CONTENT_TYPE)
+    rate = fmt.get("sampleRate", _SAMPLE_RATE)
+    # Documented as a number; tolerate "8000" in case a source sends it as a string.
+    if type(rate) is str and rate.isascii() and rate.isdigit():
+        rate = int(rate)
+    if type(rate) is not int or rate <= 0:
+        raise _bad_field("start", "start.mediaFormat.sampleRate", rate, "a positive integer")
+    return StreamStarted(
+        stream_id=stream_id,
+        call_id=call_id,
+        account_id=account_id,
+        tracks=tuple(tracks),
+        custom_parameters=parse_extra_headers(msg.get("extra_headers")),
+        encoding=encoding,
+        sample_rate=rate,
+    )
+
+
+def _parse_dtmf(msg: dict[str, Any]) -> DtmfReceived:
+    digit = _object(msg, "dtmf", "dtmf").get("digit")
+    if type(digit) is not str or not digit:
+        raise _bad_field("dtmf", "dtmf.digit", digit, "a non-empty string")
+    return DtmfReceived(digit)
+
+
+def _parse_played(msg: dict[str, Any]) -> MarkReceived:
+    name = msg.get("name")
+    if type(name) is not str:
+        raise _bad_field(msg["event"], "name", name, "a string")
+    return MarkReceived(name)
+
+
+def _parse_cleared(msg: dict[str, Any]) -> AudioCleared:
+    return AudioCleared()
+
+
+def _parse_stop(msg: dict[str, Any]) -> StreamStopped:
+    # Undocumented (the stream normally ends with the socket); honoured if it ever arrives.
+    return StreamStopped()
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], InboundEvent]] = {
+    "start": _parse_start,
+    "dtmf": _parse_dtmf,
+    "playedStream": _parse_played,
+    "played": _parse_played,  # the name an older Plivo article gives the checkpoint ack
+    "clearedAudio": _parse_cleared,
+    "stop": _parse_stop,
+}
+
+
+_PAIR_SEPARATOR = re.compile("[,;]")
+
+
+def parse_extra_headers(value: object) -> dict[str, str]:
+    """The `extra_headers` of a start message as a dict.
+
+    Plivo sends them as "k=v,k2=v2", "k=v;k2=v2" or a JSON object, depending on the source; a
+    decoded object is taken as is. They are informational context, so a garbled pair (no '=',
+    empty key, non-scalar JSON value) is dropped instead of failing the call.
+    """
+    if isinstance(value, dict):
+        return _scalar_items(value)
+    if not isinstance(value, str):
+        return {}
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            return _scalar_items(_loads(text))  # text starting with "{" parses to an object
+        except orjson.JSONDecodeError:
+            return {}
+    headers: dict[str, str] = {}
+    for pair in _PAIR_SEPARATOR.split(text):
+        key, equals, val = pair.partition("=")
+        key = key.strip()
+        if equals and key:
+            headers[key] = val.strip()
+    return headers
+
+
+def _scalar_items(obj: dict[Any, Any]) -> dict[str, str]:
+    # JSON numbers (userId=12345 encoded as a number) read back as their text; nulls, booleans,
+    # arrays and objects have no single obvious text and are dropped.
+    return {
+        str(k): str(v) for k, v in obj.items() if str(k).strip() and type(v) in (str, int, float)
+    }
+
+
+def _object(msg: dict[str, Any], key: str, event: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if type(value) is not dict:
+        raise _bad_field(event, key, value, "an object")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str, default: str) -> str:
+    value = obj.get(key, default)
+    if type(value) is not str:
+        raise ProtocolError(f"Plivo {where}: {key} must be a string, got {_json_type(value)}")
+    return value
+
+
+def _bad_field(event: str, field: str, value: object, expected: str) -> ProtocolError:
+    if value is None:
+        return ProtocolError(f"Plivo {event}: missing {field} (expected {expected})")
+    return ProtocolError(f"Plivo {event}: {field} must be {expected}, got {_json_type(value)}")
+
+
+def _json_type(value: object) -> str:
+    # Names the JSON type instead of echoing the value: it may be megabytes of base64 audio.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+class PlivoCodec:
+    """Outbound messages for one Plivo stream, exactly the documented shapes, compact JSON."""
+
+    __slots__ = ("_clear", "_mark_prefix", "stream_id")
+
+    # A checkpoint whose audio was cleared is never acknowledged (unlike Twilio's marks).
+    clear_acks_marks = False
+
+    # playAudio names no stream; the codec it declares must match the answer XML's contentType.
+    _MEDIA_PREFIX = (
+        '{"event":"playAudio","media":{"contentType":"'
+        + _CONTENT_TYPE
+        + '","sampleRate":'
+        + str(_SAMPLE_RATE)
+        + ',"payload":"'
+    )
+
+    def __init__(self, stream_id: str) -> None:
+        if not isinstance(stream_id, str) or not stream_id:
+            raise ValueError("stream_id must be a non-empty string")
+        self.stream_id = stream_id
+        # Encoded once so every message is a concatenation.
+        sid = orjson.dumps(stream_id).decode()
+        self._mark_prefix = '{"event":"checkpoint","streamId":' + sid + ',"name":'
+        self._clear = '{"event":"clearAudio","streamId":' + sid + "}"
+
+    def media(self, payload: bytes) -> str:
+        if not payload:
+            raise ValueError("refusing an empty playAudio payload")
+        return self._MEDIA_PREFIX + _b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+
+    def mark(self, name: str) -> str:
+        if not isinstance(name, str) or not name:
+            raise ValueError("checkpoint name must be a non-empty string")
+        return self._mark_prefix + orjson.dumps(name).decode() + "}"
+
+    def clear(self) -> str:
+        return self._clear
+
+    def __repr__(self) -> str:
+        return f"PlivoCodec(stream_id={self.stream_id!r})"
+
+
+def build_answer_xml(stream_url: str, extra_headers: Mapping[str, str]) -> str:
+    """Plivo XML that connects the call to our bidirectional audio stream.
+
+    `extra_headers` come back in the start message's extra_headers (see parse_extra_headers).
+    Plivo allows only ASCII letters and digits in them and 512 bytes in all.
+    """
+    if "?" in stream_url:
+        raise ValueError(
+            f"stream URL {stream_url!r} has a query string: "
+            "pass the values as extra headers or in the path instead"
+        )
+    if not stream_url.startswith(("wss://", "ws://")):
+        raise ValueError(f"stream URL {stream_url!r} must start with wss:// (or ws:// locally)")
+    stream = plivoxml.StreamElement(
+        stream_url,
+        bidirectional=True,
+        # Without it the call may drop right after the stream connects.
+        keepCallAlive=True,
+        # Always explicit: two Plivo pages disagree on the default.
+        contentType=f"{_CONTENT_TYPE};rate={_SAMPLE_RATE}",
+        extraHeaders=_extra_headers_attribute(extra_headers),
+    )
+    # Not pretty-printed: the URL is the element's text, and indentation would become part of it.
+    return str(plivoxml.ResponseElement().add(stream).to_string(pretty=False))
+
+
+def _extra_headers_attribute(extra_headers: Mapping[str, str]) -> str | None:
+    for key, value in extra_headers.items():
+        for what, text in (("key", key), ("value", value)):
+            if not isinstance(text, str) or not (text.isascii() and text.isalnum()):
+                raise ValueError(
+                    f"extra header {what} {text!r} must be non-empty and only ASCII letters "
+                    "and digits (Plivo's rule for extraHeaders)"
+                )
+    if not extra_headers:
+        return None  # no attribute at all rather than an empty one
+    joined = ",".join(f"{key}={value}" for key, value in extra_headers.items())
+    if len(joined) > _EXTRA_HEADERS_MAX_BYTES:  # ASCII only, so characters are bytes
+        raise ValueError(
+            f"extra headers take {len(joined)} bytes as k=v pairs; "
+            f"Plivo allows at most {_EXTRA_HEADERS_MAX_BYTES}"
+        )
+    return joined
+
+
+def validate_signature(
+    auth_token: str,
+    method: str,
+    url: str,
+    nonce: str | None,
+    signature: str | None,
+    params: Mapping[str, str],
+) -> bool:
+    """True when `signature` (X-Plivo-Signature-V3) matches the request.
+
+    `url` is the public http(s):// URL Plivo requested, query string included (see
+    bridge.telephony.urls); `params` are the form fields of a POST (for a GET, pass `{}`: the
+    query string is in `url`). The header may list several comma-separated signatures; any
+    match is valid.
+    """
+    # An empty token would make anyone's HMAC-with-empty-key signature valid.
+    if not auth_token or not nonce or not signature:
+        return False
+    verb = _checked_request(method, url)
+    # Tolerates spaces after the commas, which the SDK's plain split would not.
+    candidates = ",".join(s.strip() for s in signature.split(",") if s.strip())
+    try:
+        # dict(): the SDK merges the URL's query into the params dict it is given.
+        return bool(validate_v3_signature(verb, url, nonce, auth_token, candidates, dict(params)))
+    except UnicodeEncodeError:
+        # Undecodable header or form bytes arrive as lone surrogates: not a signature we made.
+        return False
+
+
+def compute_signature(
+    auth_token: str, method: str, url: str, nonce: str, params: Mapping[str, str]
+) -> str:
+    """The X-Plivo-Signature-V3 Plivo would send for this request (for the emulator and tests),
+    built with the SDK's own canonicalisation so that it agrees with validate_signature."""
+    verb = _checked_request(method, url)
+    if verb == "GET":
+        base_url = construct_get_url(url, dict(params))
+    else:
+        base_url = construct_post_url(url, dict(params))
+    signature: bytes = get_signature_v3(auth_token, base_url.decode("utf-8"), nonce)
+    return signature.decode("ascii")
+
+
+def _checked_request(method: str, url: str) -> str:
+    # Both come from our own routing and settings, so a bad one is a bug, not a forged request:
+    # raise instead of answering False (the SDK would raise its own ValidationError).
+    verb = method.upper()
+    if verb not in ("GET", "POST"):
+        raise ValueError(f"Plivo signs only GET and POST requests, not {method!r}")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"signed URL {url!r} must start with http:// or https://")
+    return verb

@@ -1,0 +1,104 @@
+"""Prometheus metrics, fed from finished traces (never per frame) and read from the pools at scrape.
+
+Each bridge app owns its registry, so several apps in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.tracing.trace import CallTrace, UtteranceTrace
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
+                      3.0, 5.0, 10.0)
+_OVERHEAD_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+# Utterance metric -> the trace's derived duration it observes.
+_UTTERANCE_HISTOGRAMS = {
+    "time_to_first_audio": "time_to_first_audio_ms",
+    "tts_first_byte": "tts_first_byte_ms",
+    "synthesis": "synthesis_ms",
+    "pool_acquire_wait": "pool_wait_ms",
+}
+
+
+class _PoolCollector(Collector):
+    """Pool gauges read at scrape time, one series per endpoint."""
+
+    def __init__(self, pool_stats: Callable[[], list[dict[str, Any]]]) -> None:
+        self._pool_stats = pool_stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        gauges = {
+            name: GaugeMetricFamily(f"bridge_pool_{name}", help_, labels=["endpoint"])
+            for name, help_ in (("ready", "Warm connections ready to hand out"),
+                                ("in_use", "Connections carrying a request"),
+                                ("connecting", "Connections being opened"),
+                                ("ready_ratio", "Ready connections over the warm target"))
+        }
+        for stats in self._pool_stats():
+            for name, family in gauges.items():
+                family.add_metric([stats["endpoint"]], float(stats[name]))
+        yield from gauges.values()
+
+
+class BridgeMetrics:
+    def __init__(self, pool_stats: Callable[[], list[dict[str, Any]]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.histograms = {
+            name: Histogram(f"bridge_{name}_seconds", f"Per utterance: {field}", registry=r,
+                            buckets=_LATENCY_BUCKETS_S)
+            for name, field in _UTTERANCE_HISTOGRAMS.items()
+        }
+        self.bridge_overhead = Histogram(
+            "bridge_overhead_seconds", "First TTS audio to first frame sent", registry=r,
+            buckets=_OVERHEAD_BUCKETS_S)
+        self.live_calls = Gauge("bridge_live_calls", "Calls in progress", registry=r)
+        self.calls = Counter("bridge_calls", "Calls ended", ["provider", "reason"], registry=r)
+        self.utterances = Counter("bridge_utterances", "Utterances ended", ["outcome"],
+                                  registry=r)
+        self.errors = Counter("bridge_errors", "Errors by kind", ["kind"], registry=r)
+        self.fallbacks = Counter("bridge_tts_fallbacks", "Requests sent over HTTP fallback",
+                                 registry=r)
+        self.barge_ins = Counter("bridge_barge_ins", "Caller spoke over the agent", registry=r)
+        self.underruns = Counter("bridge_underruns",
+                                 "Times the caller's buffer ran dry mid-utterance", registry=r)
+        self.malformed = Counter("bridge_malformed_provider_messages",
+                                 "Provider messages that could not be parsed", ["provider"],
+                                 registry=r)
+        r.register(_PoolCollector(pool_stats))
+
+    def utterance_done(self, utt: UtteranceTrace) -> None:
+        derived = utt.derived()
+        for name, field in _UTTERANCE_HISTOGRAMS.items():
+            if (value := derived[field]) is not None:
+                self.histograms[name].observe(value / 1000)
+        if (overhead := derived["bridge_overhead_ms"]) is not None:
+            self.bridge_overhead.observe(overhead / 1000)
+        self.utterances.labels(utt.outcome).inc()
+        if utt.outcome == "failed":
+            self.errors.labels("tts").inc()
+        if utt.fallback:
+            self.fallbacks.inc()
+        if utt.underruns:
+            self.underruns.inc(utt.underruns)
+
+    def call_started(self) -> None:
+        self.live_calls.inc()
+
+    def call_ended(self, trace: CallTrace) -> None:
+        self.live_calls.dec()
+        self.calls.labels(trace.provider, trace.end_reason or "unknown").inc()
+        if trace.barge_ins:
+            self.barge_ins.inc(trace.barge_ins)
+        if trace.malformed_messages:
+            self.malformed.labels(trace.provider).inc(trace.malformed_messages)
+            self.errors.labels("malformed_provider_message").inc(trace.malformed_messages)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

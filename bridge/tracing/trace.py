@@ -1,0 +1,166 @@
+"""Per-call latency trace: a pure model over an injected monotonic clock (nanoseconds).
+
+A call records its own steps (webhook answered, stream connected, start received) and one
+UtteranceTrace per thing the agent said. Durations are derived from step timestamps, so the
+record stays the single source of truth for logs, the trace endpoint and metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+Clock = Callable[[], int]
+
+CALL_STEPS = ("webhook_answered", "stream_connected", "start_received", "ended")
+UTTERANCE_STEPS = (
+    "text_received",
+    "text_split",
+    "pool_wait_done",
+    "request_sent",
+    "first_audio",
+    "synthesis_complete",
+    "first_frame_sent",
+    "last_frame_sent",
+    "playout_finished",
+    "interrupted",
+)
+# Derived durations: name -> (from step, to step).
+DERIVED = {
+    "time_to_first_audio_ms": ("text_received", "first_frame_sent"),
+    "tts_first_byte_ms": ("request_sent", "first_audio"),
+    "bridge_overhead_ms": ("first_audio", "first_frame_sent"),
+    "pool_wait_ms": ("text_split", "pool_wait_done"),
+    "synthesis_ms": ("request_sent", "synthesis_complete"),
+    "send_ms": ("first_frame_sent", "last_frame_sent"),
+    "playout_lag_ms": ("last_frame_sent", "playout_finished"),
+    "total_ms": ("text_received", "playout_finished"),
+}
+
+
+def _ms(start: int | None, end: int | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) / 1e6, 3)
+
+
+@dataclasses.dataclass
+class UtteranceTrace:
+    index: int
+    text: str
+    clock: Clock
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    audio_seconds: float = 0.0
+    sent_seconds: float = 0.0
+    played_seconds: float | None = None  # known when interrupted (estimated) or played
+    underruns: int = 0
+    max_lead_ms: float = 0.0
+    outcome: str = "pending"  # pending | played | interrupted | failed | abandoned
+    error: str | None = None
+    fallback: bool = False
+
+    def step(self, name: str) -> None:
+        """Record a step the first time it happens; later repeats keep the first timestamp."""
+        if name not in UTTERANCE_STEPS:
+            raise ValueError(f"unknown utterance step {name!r}")
+        self.steps.setdefault(name, self.clock())
+
+    def at(self, name: str) -> int | None:
+        return self.steps.get(name)
+
+    def note_lead(self, lead_s: float) -> None:
+        self.max_lead_ms = max(self.max_lead_ms, round(lead_s * 1000, 3))
+
+    def finish(self, outcome: str, error: str | None = None) -> None:
+        if self.outcome == "pending":
+            self.outcome = outcome
+            self.error = error
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome != "pending"
+
+    def derived(self) -> dict[str, float | None]:
+        return {name: _ms(self.at(a), self.at(b)) for name, (a, b) in DERIVED.items()}
+
+    def to_dict(self, origin: int) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "text": self.text,
+            "outcome": self.outcome,
+            "error": self.error,
+            "fallback": self.fallback,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "played_seconds": None if self.played_seconds is None
+            else round(self.played_seconds, 3),
+            "underruns": self.underruns,
+            "max_lead_ms": self.max_lead_ms,
+            # Step times relative to the call's first step, in ms, for a waterfall.
+            "steps_ms": {name: _ms(origin, t) for name, t in self.steps.items()},
+            **self.derived(),
+        }
+
+
+@dataclasses.dataclass
+class CallTrace:
+    call_id: str
+    provider: str
+    clock: Clock
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    utterances: list[UtteranceTrace] = dataclasses.field(default_factory=list)
+    malformed_messages: int = 0
+    barge_ins: int = 0
+    dtmf: list[str] = dataclasses.field(default_factory=list)
+    end_reason: str | None = None
+
+    def step(self, name: str, at: int | None = None) -> None:
+        if name not in CALL_STEPS:
+            raise ValueError(f"unknown call step {name!r}")
+        self.steps.setdefault(name, self.clock() if at is None else at)
+
+    def utterance(self, text: str) -> UtteranceTrace:
+        utt = UtteranceTrace(len(self.utterances), text, self.clock)
+        utt.step("text_received")
+        self.utterances.append(utt)
+        return utt
+
+    def end(self, reason: str) -> None:
+        self.step("ended")
+        self.end_reason = self.end_reason or reason
+        for utt in self.utterances:
+            utt.finish("abandoned")
+
+    @property
+    def origin(self) -> int:
+        starts = list(self.steps.values()) + [u.steps["text_received"] for u in self.utterances]
+        return min(starts) if starts else 0
+
+    def summary(self) -> dict[str, Any]:
+        """The call's canonical log line fields."""
+        ttfa = [v for u in self.utterances if (v := u.derived()["time_to_first_audio_ms"])]
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "end_reason": self.end_reason,
+            "duration_ms": _ms(self.origin, self.steps.get("ended")),
+            "utterances": len(self.utterances),
+            "barge_ins": self.barge_ins,
+            "interrupted": sum(u.outcome == "interrupted" for u in self.utterances),
+            "failed": sum(u.outcome == "failed" for u in self.utterances),
+            "underruns": sum(u.underruns for u in self.utterances),
+            "malformed_messages": self.malformed_messages,
+            "first_ttfa_ms": ttfa[0] if ttfa else None,
+            "max_ttfa_ms": max(ttfa) if ttfa else None,
+            "webhook_to_start_ms": _ms(self.steps.get("webhook_answered"),
+                                       self.steps.get("start_received")),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        origin = self.origin
+        return {
+            **self.summary(),
+            "steps_ms": {name: _ms(origin, t) for name, t in self.steps.items()},
+            "dtmf": list(self.dtmf),
+            "utterance_traces": [u.to_dict(origin) for u in self.utterances],
+        }

@@ -1,0 +1,133 @@
+"""The SILMA TTS API server process: app factory, and entry points to serve it.
+
+    create_app(settings, engine=None)   the aiohttp application (routes under settings.base_path)
+    start(settings, ...)                 listening server on host:port (port 0 = any), for embedding
+    serve(settings, ...)                 runs until cancelled
+    run(settings)                        blocking, uvloop when installed, quiet on Ctrl-C / SIGTERM
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge.settings import TTSServerSettings
+from bridge.tts_server.engines import Engine, get_engine
+from bridge.tts_server.http_api import HttpApi
+from bridge.tts_server.service import TTSService
+from bridge.tts_server.ws_api import WebSocketApi
+
+log = structlog.get_logger("bridge.tts_server")
+
+SERVICE = web.AppKey("tts_service", TTSService)
+
+
+def base_path(path: str) -> str:
+    """'/' -> '', 'tts/' -> '/tts': routes are base + '/ws' etc."""
+    stripped = path.strip().strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def create_app(settings: TTSServerSettings, engine: Engine | None = None) -> web.Application:
+    """The server app. An engine passed in is shared: started if needed, never closed here."""
+    owned = engine is None
+    service = TTSService(settings, engine or get_engine(settings))
+    app = web.Application(client_max_size=settings.max_message_bytes)
+    app[SERVICE] = service
+    base = base_path(settings.base_path)
+    http, ws = HttpApi(service), WebSocketApi(service)
+    app.router.add_get(f"{base}/ws", ws.handle)
+    app.router.add_post(f"{base}/synthesize", http.synthesize)
+    app.router.add_get(f"{base}/health", http.health)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        service.start_loading()
+        yield
+        await service.stop_loading()
+        if owned:
+            await service.engine.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningServer:
+    runner: web.AppRunner
+    service: TTSService
+    url: str  # http://host:port{base}
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/ws"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(
+    settings: TTSServerSettings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    engine: Engine | None = None,
+) -> RunningServer:
+    """Listen now (port 0 picks a free port); the engine loads in the background."""
+    app = create_app(settings, engine)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host = host or settings.host
+    site = web.TCPSite(runner, host, settings.port if port is None else port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    url = f"http://{host}:{bound_port}{base_path(settings.base_path)}"
+    return RunningServer(runner, app[SERVICE], url)
+
+
+async def serve(
+    settings: TTSServerSettings, *, host: str | None = None, port: int | None = None
+) -> None:
+    """Run the server until cancelled. Raises when the engine fails to load."""
+    server = await start(settings, host=host, port=port)
+    try:
+        log.info("tts_server_listening", url=server.url, engine=server.service.engine.name)
+        await server.service.loaded()
+        log.info("tts_server_ready", engine=server.service.engine.name)
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+
+
+def run(settings: TTSServerSettings) -> None:
+    """Blocking entry point for the CLI: uvloop when available; Ctrl-C and SIGTERM stop cleanly."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=loop_factory) as runner,
+    ):
+        runner.run(_until_signal(serve(settings)))
+
+
+async def _until_signal(main: Coroutine[Any, Any, None]) -> None:
+    # The process root: a cancel from SIGTERM (or Ctrl-C via the runner) means a clean stop.
+    task = asyncio.create_task(main)
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

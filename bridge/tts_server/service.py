@@ -1,0 +1,251 @@
+"""The TTS service behind both transports: parse, admit, synthesize, convert, log.
+
+One request: validate its reference clip, wait for a scheduler slot, run the engine, resample
+its native-rate chunks to the asked rate with one stateful resampler per request, encode them in
+the asked format, and write one log line. WebSocket and HTTP handlers only move bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+import structlog
+
+from bridge.audio.codec import decode_audio, encode_audio
+from bridge.audio.resample import StreamResampler
+from bridge.errors import AudioFormatError, TTSError
+from bridge.settings import TTSServerSettings
+from bridge.silma.protocol import (
+    CAPABILITIES,
+    AudioChunk,
+    ClientMessage,
+    ErrorReply,
+    RequestError,
+    ServerHello,
+    SynthesisComplete,
+    SynthesizeRequest,
+    parse_client_message,
+)
+from bridge.tts_server.engines.base import Engine, Utterance
+from bridge.tts_server.scheduler import Busy, DeadlineExceeded, Scheduler
+
+log = structlog.get_logger("bridge.tts_server")
+
+ChunkSink = Callable[[AudioChunk], Awaitable[None]]
+MAX_REFERENCE_PEAK = 2.0  # decoded float audio far beyond full scale is not audio (e.g. text)
+
+
+class TTSService:
+    def __init__(self, settings: TTSServerSettings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.scheduler = Scheduler(
+            settings.concurrency, settings.max_queue, settings.request_deadline_s
+        )
+        # Per socket: more than the server would admit at once is never useful.
+        self.max_in_flight = settings.concurrency + settings.max_queue
+        self._load_task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        task = self._load_task
+        return task is not None and task.done() and not task.cancelled() and not task.exception()
+
+    def start_loading(self) -> None:
+        """Load the engine in the background: the server listens (and says not ready) meanwhile."""
+        if self._load_task is None:
+            self._load_task = asyncio.create_task(self.engine.start(), name="tts-engine-load")
+
+    async def loaded(self) -> None:
+        """Wait for the engine; raises TTSError when it failed to load."""
+        if self._load_task is None:
+            raise TTSError("the engine is not loading", retryable=True)
+        try:
+            await asyncio.shield(self._load_task)
+        except Exception as exc:
+            raise TTSError(f"the {self.engine.name} engine failed to load: {exc}") from exc
+
+    async def stop_loading(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._load_task
+
+    def hello(self) -> ServerHello:
+        return ServerHello(
+            capabilities=CAPABILITIES,
+            engine=self.engine.name,
+            sample_rate=self.engine.sample_rate,
+            max_in_flight=self.max_in_flight,
+            can_clone=self.engine.can_clone,
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "engine": self.engine.name,
+            "sample_rate": self.engine.sample_rate,
+            "can_clone": self.engine.can_clone,
+            "capabilities": list(CAPABILITIES),
+            "max_in_flight": self.max_in_flight,
+            "concurrency": self.scheduler.concurrency,
+            "max_queue": self.scheduler.max_queue,
+            "queued": self.scheduler.queued,
+            "in_flight": self.scheduler.running,
+        }
+
+    def parse(self, raw: bytes) -> ClientMessage:
+        """One client message; RequestError (with the id where readable) if it cannot be served."""
+        limit = self.settings.max_message_bytes
+        if len(raw) > limit:
+            raise RequestError(
+                f"message is {len(raw)} bytes, over the limit of {limit} bytes", _peek_id(raw)
+            )
+        return parse_client_message(raw, max_text_chars=self.settings.max_text_chars)
+
+    async def synthesize(
+        self, request: SynthesizeRequest, on_chunk: ChunkSink | None = None
+    ) -> SynthesisComplete:
+        """Speak one request. With `on_chunk`, audio goes there and the result carries none.
+
+        Raises RequestError, Busy, DeadlineExceeded or TTSError; cancellation stops it between
+        chunks and frees its slot (or its place in the queue).
+        """
+        stats = _Stats(time.perf_counter())
+        outcome = "error"
+        try:
+            utterance = _utterance(request)
+            result = await self.scheduler.run(
+                lambda: self._render(request, utterance, on_chunk, stats)
+            )
+            outcome = "ok"
+            return result
+        except RequestError:
+            outcome = "bad_request"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Busy:
+            outcome = "busy"
+            raise
+        except DeadlineExceeded:
+            outcome = "timeout"
+            raise
+        finally:
+            log.info(
+                "tts_request",
+                id=request.id,
+                engine=self.engine.name,
+                chars=len(request.text),
+                stream=request.stream,
+                format=request.output_format,
+                sample_rate=request.output_rate,
+                outcome=outcome,
+                audio_s=round(stats.samples / request.output_rate, 3),
+                first_audio_ms=stats.first_audio_ms(),
+                total_ms=round((time.perf_counter() - stats.started) * 1000, 1),
+            )
+
+    async def _render(
+        self,
+        request: SynthesizeRequest,
+        utterance: Utterance,
+        on_chunk: ChunkSink | None,
+        stats: _Stats,
+    ) -> SynthesisComplete:
+        await self.loaded()
+        fmt, rate = request.output_format, request.output_rate
+        resampler = StreamResampler(self.engine.sample_rate, rate)
+        kept: list[np.ndarray] = []
+        sent = 0
+
+        async def emit(audio: np.ndarray) -> None:
+            nonlocal sent
+            if not audio.size:  # the resampler holds back its first ~80 ms
+                return
+            stats.add(audio.size)
+            if on_chunk is None:
+                kept.append(audio)
+                return
+            await on_chunk(AudioChunk(request.id, sent, encode_audio(audio, rate, fmt), fmt, rate))
+            sent += 1
+
+        # aclosing: a cancel between chunks stops the engine now, not when the generator is GC'd.
+        async with contextlib.aclosing(self.engine.synthesize(utterance)) as chunks:
+            async for native in chunks:
+                await emit(resampler.process(native))
+        await emit(resampler.flush())
+        if on_chunk is not None:
+            return SynthesisComplete(request.id, b"", fmt, rate, chunks=sent)
+        audio = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+        return SynthesisComplete(request.id, encode_audio(audio, rate, fmt), fmt, rate)
+
+
+def error_reply(exc: Exception, request_id: str | None) -> ErrorReply:
+    """The client's view of a failed request; anything unexpected is logged and called internal."""
+    if isinstance(exc, RequestError):
+        return ErrorReply(str(exc), exc.request_id or request_id, "bad_request")
+    if isinstance(exc, Busy):
+        return ErrorReply(f"server busy: {exc}; retry later", request_id, "busy")
+    if isinstance(exc, DeadlineExceeded):
+        return ErrorReply(f"request deadline exceeded: {exc}", request_id, "timeout")
+    if isinstance(exc, TTSError):
+        return ErrorReply(str(exc), request_id, "busy" if exc.retryable else "internal")
+    log.exception("tts_request_crashed", id=request_id)
+    return ErrorReply("internal server error", request_id, "internal")
+
+
+@dataclasses.dataclass(slots=True)
+class _Stats:
+    started: float
+    samples: int = 0
+    first_audio: float | None = None
+
+    def add(self, samples: int) -> None:
+        if self.first_audio is None:
+            self.first_audio = time.perf_counter()
+        self.samples += samples
+
+    def first_audio_ms(self) -> float | None:
+        if self.first_audio is None:
+            return None
+        return round((self.first_audio - self.started) * 1000, 1)
+
+
+def _utterance(request: SynthesizeRequest) -> Utterance:
+    reference, rate = None, 0
+    if request.reference_audio:
+        try:
+            reference, rate = decode_audio(request.reference_audio)
+        except AudioFormatError as exc:
+            raise RequestError(
+                f"audio is not a WAV or raw float32 clip: {exc}", request.id
+            ) from exc
+        if not reference.size or float(np.max(np.abs(reference))) > MAX_REFERENCE_PEAK:
+            raise RequestError("audio does not decode to a WAV or raw float32 clip", request.id)
+    return Utterance(
+        text=request.text,
+        reference_audio=reference,
+        reference_rate=rate,
+        reference_text=request.reference_text,
+        speed=request.speed,
+        seed=request.seed,
+    )
+
+
+def _peek_id(raw: bytes) -> str | None:
+    """The id of an oversized message, so a multiplexing client can match the error."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    return request_id if isinstance(request_id, str) else None

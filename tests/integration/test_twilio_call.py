@@ -1,0 +1,194 @@
+"""A whole Twilio call through the real bridge and the real TTS server (piper) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bridge.audio.mulaw import ulaw2lin
+from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
+from bridge.telephony.twilio import compute_signature
+from tests.servers import running_bridge, running_tts, make_settings
+from tests.speech import assert_is_speech
+
+CALL_TASK_PREFIXES = ("sender-", "speaker-", "speak-")
+
+
+def call_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(CALL_TASK_PREFIXES)
+            and not t.done()]
+
+
+def assert_heard_speech(mulaw: bytes) -> None:
+    pcm = ulaw2lin(mulaw).astype(np.float32) / 32768
+    assert_is_speech(pcm, 8000)
+
+
+@pytest.fixture(scope="module")
+async def tts():
+    async with running_tts(make_settings()) as server:
+        yield server
+
+
+async def ended(bridge, call_id: str) -> None:
+    """Resolve when the bridge has filed `call_id` as ended."""
+    session = bridge.context.registry.live.get(call_id)
+    if session is not None:
+        async with asyncio.timeout(10):
+            await session.ended.wait()
+    assert bridge.context.registry.trace(call_id)["live"] is False
+
+
+@pytest.mark.parametrize("request_ulaw", [True, False], ids=["server-ulaw", "seed-f32-24k"])
+async def test_call_hears_greeting_and_say_with_complete_trace(tts, request_ulaw):
+    settings = make_settings()
+    settings = settings.replace(silma=dataclasses.replace(settings.silma,
+                                                          request_ulaw=request_ulaw))
+    async with running_bridge(settings, tts_url=tts.url) as bridge:
+        report = await run_call(bridge.url, say=["Thank you for calling. Goodbye for now."],
+                                max_seconds=40)
+        assert report.ok, (report.error, report.protocol_violations)
+        assert report.marks_echoed == 2
+        assert report.bytes_received % 160 == 0
+        assert report.audio_seconds > 3
+        assert_heard_speech(report.recording)
+
+        await ended(bridge, report.call_sid)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{bridge.url}/calls/{report.call_sid}/trace") as response:
+                assert response.status == 200
+                trace = await response.json()
+    assert trace["live"] is False
+    assert trace["end_reason"] == "stop"
+    assert "webhook_answered" in trace["steps_ms"]
+    assert len(trace["utterance_traces"]) == 2
+    for utt in trace["utterance_traces"]:
+        assert utt["outcome"] == "played"
+        for step in ("text_received", "text_split", "pool_wait_done", "request_sent",
+                     "first_audio", "synthesis_complete", "first_frame_sent",
+                     "last_frame_sent", "playout_finished"):
+            assert step in utt["steps_ms"], step
+        assert 0 <= utt["bridge_overhead_ms"] < utt["time_to_first_audio_ms"]
+        assert utt["max_lead_ms"] <= settings.call.lead_ms + 1
+
+
+async def test_abrupt_close_leaves_no_task_behind(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
+                                               {"CallSid": "CAabrupt"}, None)
+        call = TwilioCallEmulator(http, stream_url, call_sid="CAabrupt", parameters=params)
+        await call.connect(greetings=0)
+        # Speaking is under way when the socket drops.
+        await call.wait_first_media()
+        assert call_tasks()
+        await call.abort()
+        await ended(bridge, "CAabrupt")
+        assert "CAabrupt" not in bridge.context.registry.live
+        assert call_tasks() == []
+        assert bridge.context.registry.trace("CAabrupt")["end_reason"] == "socket closed"
+
+
+async def test_malformed_messages_are_counted_and_the_call_goes_on(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
+                                               {"CallSid": "CAbad"}, None)
+        async with TwilioCallEmulator(http, stream_url, call_sid="CAbad",
+                                      parameters=params) as call:
+            await call.connect(greetings=0)
+            await call.send_raw("{not json")
+            await call.send_raw('{"event":"media","streamSid":"MZ1","media":{"payload":"%%%"}}')
+            await call.send_raw('{"event":"teleport"}')
+            await call.wait_for_marks(1)  # the greeting still plays to the end
+            await call.stop()
+        await ended(bridge, "CAbad")
+        trace = bridge.context.registry.trace("CAbad")
+    assert trace["malformed_messages"] == 3
+    assert trace["utterance_traces"][0]["outcome"] == "played"
+
+
+async def test_dtmf_gets_the_scripted_reply(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
+                                               {"CallSid": "CAdtmf"}, None)
+        async with TwilioCallEmulator(http, stream_url, call_sid="CAdtmf",
+                                      parameters=params) as call:
+            await call.connect(greetings=1)
+            await call.send_dtmf("2")
+            await call.wait_for_marks(2)
+            await call.stop()
+        await ended(bridge, "CAdtmf")
+        trace = bridge.context.registry.trace("CAdtmf")
+    assert trace["dtmf"] == ["2"]
+    assert trace["utterance_traces"][1]["text"].startswith("Why did the packet")
+
+
+async def test_say_on_unknown_call_is_404_and_bad_body_400(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        async with http.post(f"{bridge.url}/calls/CAnope/say", json={"text": "hi"}) as r:
+            assert r.status == 404
+        async with http.get(f"{bridge.url}/calls") as r:
+            assert (await r.json())["live"] == []
+
+
+async def test_signed_webhook_and_upgrade_enforced_when_token_configured(tts):
+    token = "test-auth-token-not-real"
+    settings = make_settings()
+    settings = settings.replace(twilio=dataclasses.replace(settings.twilio, auth_token=token))
+    async with running_bridge(settings, tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        form = {"CallSid": "CAsigned", "AccountSid": "ACx"}
+        async with http.post(f"{bridge.url}/twilio/voice", data=form) as r:
+            assert r.status == 403
+        bad = compute_signature("wrong-token", f"{bridge.url}/twilio/voice", form)
+        async with http.post(f"{bridge.url}/twilio/voice", data=form,
+                             headers={"X-Twilio-Signature": bad}) as r:
+            assert r.status == 403
+        ws_url = bridge.url.replace("http", "ws") + "/twilio/stream"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(ws_url)
+        assert refused.value.status == 403
+        assert bridge.context.registry.live == {}
+
+        report = await run_call(bridge.url, auth_token=token, max_seconds=30)
+        assert report.ok, (report.error, report.protocol_violations)
+        assert report.marks_echoed == 1
+
+
+async def test_dead_tts_server_degrades_the_call_without_crashing():
+    settings = make_settings()
+    settings = settings.replace(pool=dataclasses.replace(settings.pool, acquire_timeout_s=0.3))
+    async with running_bridge(settings, tts_url="http://127.0.0.1:9") as bridge:
+        report = await run_call(bridge.url, max_seconds=15)
+        # The greeting failed, yet the call ran: its mark still closes the (silent) utterance.
+        assert report.ok, (report.error, report.protocol_violations)
+        assert report.marks_echoed == 1
+        assert report.bytes_received == 0
+        await ended(bridge, report.call_sid)
+        utt = bridge.context.registry.trace(report.call_sid)["utterance_traces"][0]
+    assert utt["outcome"] == "failed"
+    assert "unreachable" in utt["error"] or "connect" in utt["error"]
+    assert utt["fallback"] is True
+
+
+async def test_server_shutdown_ends_live_calls_cleanly(tts):
+    async with aiohttp.ClientSession() as http:
+        async with running_bridge(make_settings(), tts_url=tts.url) as bridge:
+            stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
+                                                   {"CallSid": "CAshut"}, None)
+            call = TwilioCallEmulator(http, stream_url, call_sid="CAshut", parameters=params)
+            await call.connect(greetings=0)
+            await call.wait_first_media()
+            registry = bridge.context.registry
+        # The bridge has shut down around the live call.
+        assert registry.live == {}
+        assert registry.trace("CAshut")["end_reason"] in {"socket closed", "server shutdown"}
+        assert call_tasks() == []
+        await call.wait_closed()

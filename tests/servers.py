@@ -1,0 +1,58 @@
+"""Real servers on 127.0.0.1 for integration tests: our TTS server and the bridge."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bridge.settings import Settings, load_settings
+from bridge.tts_server import app as tts_app
+from bridge.web.app import create_app
+from bridge.web.context import CONTEXT, BridgeContext
+
+
+def make_settings(**tts_server: object) -> Settings:
+    base = load_settings(env={})
+    return base.replace(tts_server=dataclasses.replace(base.tts_server, port=0, **tts_server))
+
+
+@contextlib.asynccontextmanager
+async def running_tts(settings: Settings) -> AsyncIterator[tts_app.RunningServer]:
+    server = await tts_app.start(settings.tts_server, host="127.0.0.1", port=0)
+    try:
+        await server.service.loaded()
+        yield server
+    finally:
+        await server.close()
+
+
+@dataclasses.dataclass
+class RunningBridge:
+    url: str
+    runner: web.AppRunner
+
+    @property
+    def context(self) -> BridgeContext:
+        return self.runner.app[CONTEXT]
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(settings: Settings, *, tts_url: str) -> AsyncIterator[RunningBridge]:
+    """The bridge on a free port, its public URL pointing at itself, speaking through `tts_url`."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound before the app exists: its public URL needs the port
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    settings = settings.replace(
+        public_url=url, silma=dataclasses.replace(settings.silma, endpoint=tts_url))
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    try:
+        yield RunningBridge(url, runner)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,37 @@
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import load_settings
+
+
+def test_defaults_load():
+    s = load_settings(env={})
+    assert s.port == 8080
+    assert s.tts_server.engine == "piper"
+    assert s.agent.dtmf["1"]
+
+
+def test_env_overrides_by_type():
+    s = load_settings(env={"BRIDGE_PORT": "9090", "BRIDGE_CALL_LEAD_MS": "120",
+                           "BRIDGE_SILMA_REQUEST_ULAW": "false",
+                           "BRIDGE_PUBLIC_URL": "https://bridge.example.com"})
+    assert (s.port, s.call.lead_ms, s.silma.request_ulaw) == (9090, 120, False)
+    assert s.public_url == "https://bridge.example.com"
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"BRIDGE_PORT": "eighty"}, "BRIDGE_PORT"),
+    ({"BRIDGE_SILMA_REQUEST_ULAW": "maybe"}, "BRIDGE_SILMA_REQUEST_ULAW"),
+    ({"BRIDGE_PUBLIC_URL": "ftp://x"}, "BRIDGE_PUBLIC_URL"),
+    ({"BRIDGE_CALL_LEAD_MS": "5"}, "BRIDGE_CALL_LEAD_MS"),
+])
+def test_bad_values_name_the_variable(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(env=env)
+
+
+def test_secrets_not_in_repr():
+    s = load_settings(env={"BRIDGE_TWILIO_AUTH_TOKEN": "sekrit-token",
+                           "BRIDGE_SILMA_API_KEY": "sekrit-key"})
+    assert s.twilio.auth_token == "sekrit-token"
+    assert "sekrit" not in repr(s)
