@@ -6,18 +6,11 @@ import argparse
 import asyncio
 import dataclasses
 import signal
-import socket
 import sys
 
 from bridge.errors import BridgeError
 from bridge.settings import Settings, load_settings
 from bridge.tracing.logs import configure_logging
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(main: object) -> None:
@@ -40,27 +33,18 @@ async def _until_signalled() -> None:
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from bridge.silma.local_server import LocalTTSServer
     from bridge.web.app import create_app
 
-    local: LocalTTSServer | None = None
-    if not settings.silma.endpoint and not any(settings.silma.regions.values()):
-        port = _free_port("127.0.0.1")
-        local = LocalTTSServer(port=port)
-        await local.start()
-        settings = settings.replace(
-            silma=dataclasses.replace(settings.silma, endpoint=f"http://127.0.0.1:{port}"))
     runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0)
     try:
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         print(f"bridge listening on http://{settings.host}:{settings.port} "
-              f"(TTS: {settings.silma.endpoint})", file=sys.stderr, flush=True)
+              f"(settings page: http://{settings.host}:{settings.port}/settings)",
+              file=sys.stderr, flush=True)
         await _until_signalled()
     finally:
         await runner.cleanup()
-        if local is not None:
-            await local.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,9 @@ class SilmaSettings:
     region: str = "auto"
     region_probe_interval_s: float = 600.0
     regions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Let users point their endpoint at loopback/private/CGNAT addresses (a laptop, a LAN GPU box).
+    # Link-local and cloud metadata addresses stay refused regardless.
+    allow_private_endpoints: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,12 @@ class Settings:
     public_url: str = "http://127.0.0.1:8080"
     log_format: str = "console"
     log_level: str = "info"
+    # Per-user credentials: sqlite:///... (default, a file) or postgresql://... (scaled out).
+    database_url: str = "sqlite+aiosqlite:///data/bridge.db"
+    # Fernet key(s) encrypting stored secrets; comma-separated, the first encrypts (rotation).
+    secret_key: str = dataclasses.field(default="", repr=False)
+    # Access token of the "default" user; empty = generated at first start and printed once.
+    default_user_token: str = dataclasses.field(default="", repr=False)
     silma: SilmaSettings = dataclasses.field(default_factory=SilmaSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     twilio: TwilioSettings = dataclasses.field(default_factory=TwilioSettings)

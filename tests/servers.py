@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,6 +14,9 @@ from bridge.settings import Settings, load_settings
 from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT, BridgeContext
+
+
+DEFAULT_TOKEN = "test-default-user-token"  # the default user's access token in tests
 
 
 def make_settings(**tts_server: object) -> Settings:
@@ -41,18 +45,23 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(settings: Settings, *, tts_url: str) -> AsyncIterator[RunningBridge]:
-    """The bridge on a free port, its public URL pointing at itself, speaking through `tts_url`."""
+async def running_bridge(settings: Settings, *, tts_url: str,
+                         database_url: str | None = None) -> AsyncIterator[RunningBridge]:
+    """The bridge on a free port, its public URL pointing at itself, speaking through `tts_url`,
+    with its own SQLite database unless `database_url` names one."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound before the app exists: its public URL needs the port
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    settings = settings.replace(
-        public_url=url, silma=dataclasses.replace(settings.silma, endpoint=tts_url))
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    try:
-        yield RunningBridge(url, runner)
-    finally:
-        await runner.cleanup()
+    with tempfile.TemporaryDirectory() as data:
+        settings = settings.replace(
+            public_url=url, silma=dataclasses.replace(settings.silma, endpoint=tts_url),
+            database_url=database_url or f"sqlite+aiosqlite:///{data}/bridge.db",
+            default_user_token=settings.default_user_token or DEFAULT_TOKEN)
+        runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        try:
+            yield RunningBridge(url, runner)
+        finally:
+            await runner.cleanup()

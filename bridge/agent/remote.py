@@ -48,7 +48,7 @@ class RemoteAgent:
             await self._connect()
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                await self._ws.send_bytes(orjson.dumps(event_json(event)))
+                await self._ws.send_str(orjson.dumps(event_json(event)).decode())
 
     async def _connect(self) -> None:
         try:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any
 
 from bridge.call.session import CallSession
 from bridge.tracing.metrics import BridgeMetrics
-from bridge.tracing.trace import UtteranceTrace
+from bridge.tracing.trace import CallTrace, UtteranceTrace
 
 HISTORY = 200
 WEBHOOKS = 1000
+
+
+def _started_at(trace: CallTrace) -> float:
+    """The trace's origin as wall-clock epoch seconds (sessions trace on time.monotonic_ns)."""
+    return round(time.time() - (time.monotonic_ns() - trace.origin) / 1e9, 3)
 
 
 class CallRegistry:
@@ -42,16 +48,23 @@ class CallRegistry:
         if self.live.get(session.call_id) is session:
             del self.live[session.call_id]
         self.metrics.call_ended(session.trace)
-        self._ended[session.call_id] = session.trace.to_dict()
+        self._ended[session.call_id] = {"started_at": _started_at(session.trace),
+                                        **session.trace.to_dict()}
         while len(self._ended) > self._history:
             self._ended.popitem(last=False)
 
     def trace(self, call_id: str) -> dict[str, Any] | None:
         session = self.live.get(call_id)
         if session is not None:
-            return {"live": True, **session.trace.to_dict()}
+            return {"live": True, "started_at": _started_at(session.trace),
+                    **session.trace.to_dict()}
         ended = self._ended.get(call_id)
         return {"live": False, **ended} if ended is not None else None
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        """Live calls' summaries (the call log line's fields) and start times."""
+        return [{"live": True, "started_at": _started_at(s.trace), **s.trace.summary()}
+                for s in self.live.values()]
 
     def recent(self) -> list[dict[str, Any]]:
         return [{"live": False, **trace} for trace in reversed(self._ended.values())]

@@ -47,6 +47,7 @@ class PacedSender:
     # -- producer side -----------------------------------------------------------------------
     def push_audio(self, utt: UtteranceTrace, data: bytes) -> None:
         if data:
+            utt.audio_seconds += len(data) / FRAME_BYTES * self._pacer.frame_s
             self._outbox.append(_Frames(utt, data))
             self._wake.set()
 

@@ -36,7 +36,6 @@ class _Encoder:
     def __init__(self) -> None:
         self._framer = Framer()  # for pieces the server already sent as 8 kHz mu-law
         self._pcm: TelephonyEncoder | None = None
-        self.seconds = 0.0
 
     def encode(self, piece: AudioPiece) -> bytes:
         if piece.format == "ulaw" and piece.sample_rate == ULAW_RATE:
@@ -51,13 +50,10 @@ class _Encoder:
                 frames = self._pcm.flush()
                 self._pcm.set_input_rate(rate)
             frames += self._pcm.process(samples)
-        self.seconds += len(frames) / ULAW_RATE
         return frames
 
     def flush(self) -> bytes:
-        frames = (self._pcm.flush() if self._pcm is not None else b"") + self._framer.flush()
-        self.seconds += len(frames) / ULAW_RATE
-        return frames
+        return (self._pcm.flush() if self._pcm is not None else b"") + self._framer.flush()
 
 
 class Utterance:
@@ -162,7 +158,6 @@ class Speaker:
                 with contextlib.suppress(asyncio.CancelledError, BridgeError):
                     await task
         self._sender.push_audio(trace, encoder.flush())
-        trace.audio_seconds = encoder.seconds
         self._sender.push_mark(trace)
         self._on_done(trace)
 

@@ -15,7 +15,7 @@ import contextlib
 import socket
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -32,7 +32,7 @@ FRAME_SECONDS = 0.02
 DTMF_DIGITS = frozenset("0123456789*#")
 _SILENCE_B64 = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
 _MAX_VIOLATIONS = 50  # a broken bridge repeats its mistake on every frame: keep the first few
-_WEBHOOK_TIMEOUT_S = 15.0  # Twilio gives up on a voice webhook after 15 s
+_WEBHOOK_TIMEOUT_S = 15.0  # what Twilio waits for a voice webhook; used for both providers
 
 
 class CallFailed(BridgeError):
@@ -185,7 +185,7 @@ class Wire(ABC):
     by it), its verdict on the bridge's, and how it acknowledges marks and clears."""
 
     provider: ClassVar[str]  # "twilio", "plivo": the report's provider
-    display_name: ClassVar[str]
+    answer_path: ClassVar[str]  # the bridge's answer webhook route (then a user path)
     # Whether a clear acknowledges the marks whose audio it dropped (see PlayoutBuffer).
     checkpoint_acks_cleared: ClassVar[bool]
 
@@ -216,14 +216,8 @@ class Wire(ABC):
 
     @classmethod
     @abstractmethod
-    async def answer(
-        cls,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        user_path: str,
-        auth_token: str | None,
-    ) -> Answer:
-        """Ring the bridge at `base_url`: fetch and parse its answer document."""
+    async def answer(cls, session: aiohttp.ClientSession, url: str, token: str | None) -> Answer:
+        """Ring the bridge: fetch and parse the answer document at `url`."""
 
     @abstractmethod
     def upgrade_headers(self, stream_url: str, auth_token: str | None) -> dict[str, str]:
@@ -310,6 +304,12 @@ class CallEmulator:
         self.messages_received = 0
         self.marks_echoed = 0  # acknowledgements sent
         self.marks_settled = 0  # acknowledged, or dropped unacknowledged by a clear (Plivo)
+        # How late the caller-media sender woke vs its schedule (event-loop lag plus any send
+        # blocked on a full socket): a load test's check that it kept real time itself.
+        self.media_lateness_max_s = 0.0
+        self.media_lateness_sum_s = 0.0
+        self.media_wakeups = 0
+        self.clear_times: list[float] = []  # when each clear from the bridge arrived (now())
         self.close_reason: str | None = None  # why the call ended or broke without our stop()
         self._session = session
         self._connect_url = connect_url or stream_url
@@ -327,6 +327,7 @@ class CallEmulator:
         self._marks_changed = asyncio.Event()
         self._settled = asyncio.Event()
         self._first_media = asyncio.Event()
+        self._cleared = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
@@ -338,7 +339,7 @@ class CallEmulator:
         )
 
     async def __aenter__(self) -> Self:
-        await self.connect()
+        """Only guarantees the call is ended on exit; `connect()` says how many greetings."""
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
@@ -375,9 +376,9 @@ class CallEmulator:
         for i in range(greetings):
             self.expect_utterance("greeting" if greetings == 1 else f"greeting {i + 1}")
         await self._send(self.wire.start())
-        self._reader = asyncio.create_task(self._guarded(self._read(), "reader"))
-        self._sender = asyncio.create_task(self._guarded(self._send_media(), "media sender"))
-        self._acker = asyncio.create_task(self._guarded(self._ack_marks(), "mark acknowledger"))
+        self._reader = asyncio.create_task(self._guarded(self._read, "reader"))
+        self._sender = asyncio.create_task(self._guarded(self._send_media, "media sender"))
+        self._acker = asyncio.create_task(self._guarded(self._ack_marks, "mark acknowledger"))
 
     def now(self) -> float:
         """Seconds since `start` was sent."""
@@ -408,6 +409,10 @@ class CallEmulator:
     async def wait_first_media(self) -> None:
         """Until the bridge has sent audio. Bound it with `asyncio.timeout`."""
         await self._first_media.wait()
+
+    async def wait_cleared(self) -> None:
+        """Until the bridge has sent a clear (barge-in). Bound it with `asyncio.timeout`."""
+        await self._cleared.wait()
 
     async def wait_closed(self) -> None:
         """Until the media stream has ended, whoever ended it."""
@@ -468,18 +473,32 @@ class CallEmulator:
 
     # --- tasks ---
 
-    async def _guarded(self, work: Coroutine[object, object, None], what: str) -> None:
+    async def _guarded(
+        self, work: Callable[[], Coroutine[object, object, None]], what: str
+    ) -> None:
+        # Takes the coroutine function: a task cancelled before it starts then leaves no
+        # never-awaited coroutine behind.
         try:
-            await work
+            await work()
         except Exception as exc:  # task root: a bug fails this call, never the process
             self.close_reason = f"emulator {what} failed: {exc!r}"
             self._settled.set()  # wait_for_marks sees close_reason and gives up
 
+    def reset_media_lateness(self) -> None:
+        """Start the lateness statistics afresh (e.g. once a load test's ramp-up is over)."""
+        self.media_lateness_max_s = self.media_lateness_sum_s = 0.0
+        self.media_wakeups = 0
+
     async def _send_media(self) -> None:
         loop = asyncio.get_running_loop()
         sent = 0
+        wake = self._t0
         while True:
             now = loop.time()
+            late = max(0.0, now - wake)
+            self.media_lateness_max_s = max(self.media_lateness_max_s, late)
+            self.media_lateness_sum_s += late
+            self.media_wakeups += 1
             # Frame k is due at t0 + k * 20 ms: deadlines come from t0, so sleep jitter never
             # accumulates; after a stall every overdue frame goes at once, like after a hiccup.
             while self._t0 + sent * FRAME_SECONDS <= now:
@@ -504,7 +523,7 @@ class CallEmulator:
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     self.messages_received += 1
                     self._violation(
-                        f"binary frame ({self.wire.display_name} accepts text frames only)"
+                        f"binary frame ({self.wire.provider.capitalize()} accepts text frames only)"
                     )
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     if not self._ending:
@@ -544,6 +563,8 @@ class CallEmulator:
             await self._ack(self.playout.due_marks(now), now, cleared=False)  # nothing queued
             self._marks_changed.set()
         else:
+            self.clear_times.append(now)
+            self._cleared.set()
             await self._ack(self.playout.due_marks(now), now, cleared=False)
             pending = self.playout.pending_marks
             acked = self.playout.clear(now)
@@ -705,7 +726,8 @@ async def _place_call(
     greetings: int,
 ) -> CallEmulator:
     """Ring the bridge (answer webhook) and open the media stream it asks for."""
-    answer = await cls.wire_type.answer(http, base, user_path, auth_token)
+    wire = cls.wire_type
+    answer = await wire.answer(http, f"{base}{wire.answer_path}{user_path}", auth_token)
     emulator = cls(
         http,
         answer.stream_url,

@@ -262,7 +262,7 @@ class PlivoWire(Wire):
     those a clear drops, `clearedAudio` after a clear, no stop message."""
 
     provider = "plivo"
-    display_name = "Plivo"
+    answer_path = "/plivo/answer"
     checkpoint_acks_cleared = False
 
     def __init__(
@@ -287,18 +287,10 @@ class PlivoWire(Wire):
         return str(uuid.uuid4())
 
     @classmethod
-    async def answer(
-        cls,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        user_path: str,
-        auth_token: str | None,
-    ) -> Answer:
+    async def answer(cls, session: aiohttp.ClientSession, url: str, token: str | None) -> Answer:
         call_id = cls.new_call_sid()
-        url, headers = await fetch_answer_xml(
-            session, f"{base_url}/plivo/answer{user_path}", answer_params(call_id), auth_token
-        )
-        return Answer(url, headers, call_id, cls.new_account_sid())
+        stream_url, headers = await fetch_answer_xml(session, url, answer_params(call_id), token)
+        return Answer(stream_url, headers, call_id, cls.new_account_sid())
 
     def upgrade_headers(self, stream_url: str, auth_token: str | None) -> dict[str, str]:
         if not auth_token:

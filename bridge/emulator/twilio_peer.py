@@ -240,7 +240,7 @@ class TwilioWire(Wire):
     """A Twilio media stream: `connected` then `start`, marks echoed (cleared ones too), `stop`."""
 
     provider = "twilio"
-    display_name = "Twilio"
+    answer_path = "/twilio/voice"
     checkpoint_acks_cleared = True
 
     @staticmethod
@@ -256,19 +256,11 @@ class TwilioWire(Wire):
         return new_sid("MZ")
 
     @classmethod
-    async def answer(
-        cls,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        user_path: str,
-        auth_token: str | None,
-    ) -> Answer:
+    async def answer(cls, session: aiohttp.ClientSession, url: str, token: str | None) -> Answer:
         call_sid, account_sid = cls.new_call_sid(), cls.new_account_sid()
         form = voice_webhook_form(call_sid, account_sid)
-        url, params = await fetch_twiml(
-            session, f"{base_url}/twilio/voice{user_path}", form, auth_token
-        )
-        return Answer(url, params, call_sid, account_sid)
+        stream_url, params = await fetch_twiml(session, url, form, token)
+        return Answer(stream_url, params, call_sid, account_sid)
 
     def upgrade_headers(self, stream_url: str, auth_token: str | None) -> dict[str, str]:
         headers = {"User-Agent": "Twilio.TmeWs/1.0"}

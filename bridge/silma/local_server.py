@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 
 import aiohttp
@@ -17,8 +18,15 @@ READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 class LocalTTSServer:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        port = port or free_port(host)
         self.url = f"http://{host}:{port}"
         self._args = [sys.executable, "-m", "bridge", "tts-server", "--host", host,
                       "--port", str(port)]

@@ -5,6 +5,7 @@ Each bridge app owns its registry, so several apps in one process (tests) never 
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from bridge.tracing.trace import CallTrace, UtteranceTrace
 
+RECENT_UTTERANCES = 500
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
                       3.0, 5.0, 10.0)
 _OVERHEAD_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -72,6 +74,9 @@ class BridgeMetrics:
                                  "Provider messages that could not be parsed", ["provider"],
                                  registry=r)
         r.register(_PoolCollector(pool_stats))
+        # Recent utterances for the monitoring targets: (failed, synthesis seconds or None).
+        self.recent: collections.deque[tuple[bool, float | None]] = collections.deque(
+            maxlen=RECENT_UTTERANCES)
 
     def utterance_done(self, utt: UtteranceTrace) -> None:
         derived = utt.derived()
@@ -81,6 +86,9 @@ class BridgeMetrics:
         if (overhead := derived["bridge_overhead_ms"]) is not None:
             self.bridge_overhead.observe(overhead / 1000)
         self.utterances.labels(utt.outcome).inc()
+        synthesis = derived["synthesis_ms"]
+        self.recent.append((utt.outcome == "failed",
+                            None if synthesis is None else synthesis / 1000))
         if utt.outcome == "failed":
             self.errors.labels("tts").inc()
         if utt.fallback:
@@ -99,6 +107,14 @@ class BridgeMetrics:
         if trace.malformed_messages:
             self.malformed.labels(trace.provider).inc(trace.malformed_messages)
             self.errors.labels("malformed_provider_message").inc(trace.malformed_messages)
+
+    def recent_error_rate(self) -> float | None:
+        return (sum(failed for failed, _ in self.recent) / len(self.recent)
+                if self.recent else None)
+
+    def recent_synthesis_p95_s(self) -> float | None:
+        values = sorted(s for _, s in self.recent if s is not None)
+        return values[min(len(values) - 1, int(0.95 * len(values)))] if values else None
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,9 +1,9 @@
 """The SILMA TTS API server process: app factory, and entry points to serve it.
 
-    create_app(settings, engine=None)   the aiohttp application (routes under settings.base_path)
-    start(settings, ...)                 listening server on host:port (port 0 = any), for embedding
-    serve(settings, ...)                 runs until cancelled
-    run(settings)                        blocking, uvloop when installed, quiet on Ctrl-C / SIGTERM
+- create_app(settings, engine=None): the aiohttp application, routes under settings.base_path
+- start(settings, host=, port=, engine=): a listening server (port 0 = any free port)
+- serve(settings, host=, port=): runs until cancelled
+- run(settings): blocking, uvloop when installed, quiet on Ctrl-C and SIGTERM
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bridge.tts_server.ws_api import WebSocketApi
 log = structlog.get_logger("bridge.tts_server")
 
 SERVICE = web.AppKey("tts_service", TTSService)
+SHUTDOWN_GRACE_S = 5.0
 
 
 def base_path(path: str) -> str:
@@ -46,6 +47,11 @@ def create_app(settings: TTSServerSettings, engine: Engine | None = None) -> web
     app.router.add_get(f"{base}/ws", ws.handle)
     app.router.add_post(f"{base}/synthesize", http.synthesize)
     app.router.add_get(f"{base}/health", http.health)
+
+    async def close_sockets(_: web.Application) -> None:
+        await ws.close_all()
+
+    app.on_shutdown.append(close_sockets)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         service.start_loading()
@@ -81,7 +87,8 @@ async def start(
 ) -> RunningServer:
     """Listen now (port 0 picks a free port); the engine loads in the background."""
     app = create_app(settings, engine)
-    runner = web.AppRunner(app, access_log=None)
+    # In-flight HTTP requests get a few seconds to finish on shutdown, then are cancelled.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     host = host or settings.host
     site = web.TCPSite(runner, host, settings.port if port is None else port)
@@ -91,7 +98,8 @@ async def start(
         await runner.cleanup()
         raise
     bound_port = runner.addresses[0][1]
-    url = f"http://{host}:{bound_port}{base_path(settings.base_path)}"
+    authority = f"[{host}]" if ":" in host else host  # an IPv6 literal needs brackets
+    url = f"http://{authority}:{bound_port}{base_path(settings.base_path)}"
     return RunningServer(runner, app[SERVICE], url)
 
 

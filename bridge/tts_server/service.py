@@ -3,6 +3,7 @@
 One request: validate its reference clip, wait for a scheduler slot, run the engine, resample
 its native-rate chunks to the asked rate with one stateful resampler per request, encode them in
 the asked format, and write one log line. WebSocket and HTTP handlers only move bytes.
+Streamed chunks are each decodable alone: in "wav" format every chunk is a whole WAV file.
 """
 
 from __future__ import annotations

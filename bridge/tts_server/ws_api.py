@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bridge.silma.protocol import (
     AudioChunk,
@@ -37,6 +37,17 @@ HEARTBEAT_S = 30.0  # pings find dead peers of long-lived pooled sockets
 class WebSocketApi:
     def __init__(self, service: TTSService) -> None:
         self._service = service
+        self._open: set[web.WebSocketResponse] = set()
+
+    async def close_all(self) -> None:
+        """On shutdown: a pooled socket would otherwise hold the server open until it idles out."""
+        await asyncio.gather(
+            *(
+                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                for ws in tuple(self._open)
+            ),
+            return_exceptions=True,
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         service = self._service
@@ -52,9 +63,11 @@ class WebSocketApi:
         )
         await ws.prepare(request)
         session = _Session(ws, service)
+        self._open.add(ws)
         try:
             await session.read_loop()
         finally:
+            self._open.discard(ws)
             await session.cancel_all()
         return ws
 

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import structlog
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.call.registry import CallRegistry
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 from bridge.settings import Settings, SilmaSettings
 from bridge.silma import protocol as p
 from bridge.silma.pools import PoolRegistry
 from bridge.silma.regions import AUTO, REGIONS, RegionSelector
+from bridge.store import DEFAULT_USER_ID, Store
 from bridge.tracing.metrics import BridgeMetrics
-from bridge.web import calls_routes, plivo_routes, twilio_routes
+from bridge.tracing.targets import monitoring_targets
+from bridge.web import (
+    auth,
+    calls_routes,
+    dashboard_routes,
+    plivo_routes,
+    settings_routes,
+    twilio_routes,
+)
 from bridge.web.context import CONTEXT, BridgeContext
+
+POOL_SWEEP_S = 60.0
+log = structlog.get_logger("bridge.web")
 
 
 def voice_of(silma: SilmaSettings) -> p.SynthesizeRequest:
@@ -35,38 +48,53 @@ def voice_of(silma: SilmaSettings) -> p.SynthesizeRequest:
                                seed=silma.seed)
 
 
-async def _tts(app: web.Application) -> AsyncIterator[None]:
-    """The shared HTTP session, the TTS pools, and region probing, for the app's lifetime."""
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The store, the shared HTTP session, the TTS pools and region probing, for the app's
+    lifetime."""
     ctx = app[CONTEXT]
-    silma = ctx.settings.silma
+    settings = ctx.settings
+    silma = settings.silma
     unknown = set(silma.regions) - set(REGIONS)
     if unknown or (silma.region not in (AUTO, *REGIONS)):
         raise ConfigError(f"unknown SILMA region(s): {sorted(unknown) or silma.region}; "
                           f"known: {', '.join(REGIONS)}")
+    ctx.store = await Store.open(settings.database_url, settings.secret_key,
+                                 default_user_token=settings.default_user_token)
     tls = ssl.create_default_context(cafile=silma.ca_file) if silma.ca_file else True
-    ctx.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
-    ctx.pools = PoolRegistry(ctx.http, ctx.settings.pool,
+    ctx.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=0))
+    ctx.pools = PoolRegistry(ctx.http, settings.pool,
                              connect_timeout_s=silma.connect_timeout_s,
                              request_timeout_s=silma.request_timeout_s,
                              want_ulaw=silma.request_ulaw, ssl_context=tls)
-    probing: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = []
     if not silma.endpoint and any(silma.regions.values()):
         ctx.regions = RegionSelector(ctx.http, silma.regions, ssl_context=tls)
         await ctx.regions.measure()
-        probing = asyncio.create_task(_reprobe(ctx.regions, silma.region_probe_interval_s))
-    # Warm the default pool now, so the first call does not pay for connecting.
-    await ctx.pools.pool_for(ctx.target_for({}))
-    yield
-    if probing is not None:
-        probing.cancel()
-    await ctx.pools.close()
-    await ctx.http.close()
+        background.append(asyncio.create_task(
+            _every(silma.region_probe_interval_s, ctx.regions.measure)))
+    background.append(asyncio.create_task(_every(POOL_SWEEP_S, ctx.retire_unused_pools)))
+    # Warm the default user's pool now, so the first call does not pay for connecting.
+    await ctx.pools.pool_for(await ctx.target_for_user(DEFAULT_USER_ID))
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await ctx.pools.close()
+        await ctx.http.close()
+        if ctx.local_tts is not None:
+            await ctx.local_tts.stop()
+        await ctx.store.close()
 
 
-async def _reprobe(regions: RegionSelector, interval_s: float) -> None:
+async def _every(interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await regions.measure()
+        try:
+            await job()
+        except BridgeError as exc:  # a failed sweep or probe is retried at the next interval
+            log.warning("background_job_failed", job=getattr(job, "__name__", "?"),
+                        error=str(exc))
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -77,6 +105,18 @@ async def _close_streams(app: web.Application) -> None:
 async def health(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     return web.json_response({"status": "ok", "live_calls": len(ctx.registry.live)})
+
+
+async def api_health(request: web.Request) -> web.Response:
+    """Liveness plus the specification's monitoring targets against live values."""
+    ctx = request.app[CONTEXT]
+    targets = monitoring_targets(ctx.registry.metrics, ctx.pool_stats(),
+                                 ctx.settings.pool.max_age_s)
+    return web.json_response({
+        "status": "ok" if all(t["ok"] is not False for t in targets) else "degraded",
+        "live_calls": len(ctx.registry.live),
+        "targets": targets,
+    })
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -98,7 +138,7 @@ async def pool_stats(request: web.Request) -> web.Response:
 
 async def pool_health_check(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    pool = await _pools(ctx).pool_for(ctx.target_for({}))
+    pool = await _pools(ctx).pool_for(await ctx.target_for_user(DEFAULT_USER_ID))
     return web.json_response(await pool.check_health())
 
 
@@ -107,13 +147,17 @@ def create_app(settings: Settings) -> web.Application:
     ctx = BridgeContext(settings=settings, voice=voice_of(settings.silma),
                         registry=CallRegistry(BridgeMetrics(lambda: ctx.pool_stats())))
     app[CONTEXT] = ctx
-    app.cleanup_ctx.append(_tts)
+    app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/health", api_health)
     app.router.add_get("/api/pool", pool_stats)
     app.router.add_post("/api/pool/health-check", pool_health_check)
     twilio_routes.add_routes(app)
     plivo_routes.add_routes(app)
     calls_routes.add_routes(app)
+    auth.add_routes(app)
+    settings_routes.add_routes(app)
+    dashboard_routes.add_routes(app)
     return app

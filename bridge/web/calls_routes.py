@@ -1,4 +1,5 @@
-"""The control API for live calls: list, say, trace, hang up."""
+"""The control API for live calls: list, say, trace, hang up. A browser asking for /calls gets
+the dashboard page instead of the list."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import json
 
 from aiohttp import web
 
+from bridge.web import dashboard_routes
+from bridge.web.auth import api_user
 from bridge.web.context import context
 
 MAX_SAY_CHARS = 2000
 
 
 async def list_calls(request: web.Request) -> web.Response:
+    if dashboard_routes.wants_html(request):
+        return await dashboard_routes.calls_page(request)
+    await api_user(request)
     registry = context(request).registry
-    live = [
-        {"call_id": s.call_id, "provider": s.provider, "live": True,
-         "utterances": len(s.trace.utterances)}
-        for s in registry.live.values()
-    ]
-    return web.json_response({"live": live, "recent": registry.recent()[:50]})
+    return web.json_response({"live": registry.live_calls(), "recent": registry.recent()[:50]},
+                             headers={"Vary": "Accept"})
 
 
 async def say(request: web.Request) -> web.Response:
@@ -36,6 +38,7 @@ async def say(request: web.Request) -> web.Response:
 
 
 async def trace(request: web.Request) -> web.Response:
+    await api_user(request)
     found = context(request).registry.trace(request.match_info["call_id"])
     if found is None:
         raise web.HTTPNotFound(text="no call with that id")

@@ -1,7 +1,10 @@
-"""What the bridge's request handlers share, stored on the aiohttp application."""
+"""What the bridge's request handlers share, stored on the aiohttp application, and how a call
+finds its user's TTS target and telephony credentials (read at every call: a change in the
+database, even by plain SQL, takes effect on the next call)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import weakref
@@ -14,10 +17,14 @@ from aiohttp import web
 from bridge.call.registry import CallRegistry
 from bridge.call.speaker import Synthesize
 from bridge.errors import ConfigError
-from bridge.settings import Settings
+from bridge.settings import PlivoSettings, Settings, TwilioSettings
 from bridge.silma import protocol as p
+from bridge.silma.local_server import LocalTTSServer
 from bridge.silma.pools import PoolRegistry, TTSTarget
 from bridge.silma.regions import AUTO, RegionSelector
+from bridge.store import DEFAULT_USER_ID, SilmaCredentials, Store
+
+USER_PARAMETER = "userid"  # carried into the stream as a Twilio Parameter / Plivo extra header
 
 
 @dataclasses.dataclass
@@ -26,32 +33,89 @@ class BridgeContext:
     registry: CallRegistry
     voice: p.SynthesizeRequest
     http: aiohttp.ClientSession | None = None
+    store: Store | None = None
     pools: PoolRegistry | None = None
     regions: RegionSelector | None = None
+    local_tts: LocalTTSServer | None = None
+    _local_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     sockets: weakref.WeakSet[web.WebSocketResponse] = dataclasses.field(
         default_factory=weakref.WeakSet)
 
     def pool_stats(self) -> list[dict[str, Any]]:
         return self.pools.stats() if self.pools is not None else []
 
-    def target_for(self, parameters: dict[str, str]) -> TTSTarget:
-        """Where this call's speech comes from: the endpoint, else the chosen region."""
+    async def local_endpoint(self) -> str:
+        """Local mode: our TTS server in a child process on loopback, started on first need."""
+        async with self._local_lock:
+            if self.local_tts is None:
+                server = LocalTTSServer()
+                await server.start()
+                self.local_tts = server
+        return self.local_tts.url
+
+    def _region_endpoint(self, region: str) -> str:
+        if self.regions is None:
+            return ""
+        chosen = self.regions.chosen if region == AUTO else region
+        return self.regions.endpoints.get(chosen or "") or next(
+            iter(self.regions.endpoints.values()), "")
+
+    async def _silma_row(self, user_id: str) -> SilmaCredentials | None:
+        if self.store is None:
+            return None
+        return await self.store.silma(user_id) or await self.store.silma(DEFAULT_USER_ID)
+
+    async def target_for_user(self, user_id: str) -> TTSTarget:
+        """Where a user's speech comes from: local mode, their endpoint, their region, else the
+        bridge's configured endpoint or region, else local mode."""
+        row = await self._silma_row(user_id)
         silma = self.settings.silma
-        endpoint = silma.endpoint
-        if not endpoint and self.regions is not None:
-            region = self.regions.chosen if silma.region == AUTO else silma.region
-            endpoint = self.regions.endpoints.get(region or "") or next(
-                iter(self.regions.endpoints.values()), "")
+        voice = self.voice
+        if row is not None and row.reference_audio:
+            voice = dataclasses.replace(voice, reference_audio=row.reference_audio,
+                                        reference_text=row.reference_text)
+        api_key = (row.api_key if row is not None and row.api_key else silma.api_key)
+        if row is not None and row.is_local:
+            return TTSTarget(await self.local_endpoint(), "", voice)
+        endpoint = (
+            (row.api_endpoint if row is not None else "")
+            or (self._region_endpoint(row.region) if row is not None and row.region != AUTO
+                else "")
+            or silma.endpoint
+            or self._region_endpoint(silma.region)
+        )
         if not endpoint:
-            raise ConfigError("no SILMA endpoint or region endpoint is configured")
-        return TTSTarget(endpoint=endpoint, api_key=silma.api_key, voice=self.voice)
+            return TTSTarget(await self.local_endpoint(), "", voice)
+        return TTSTarget(endpoint, api_key, voice)
 
     @contextlib.asynccontextmanager
     async def tts_for_call(self, parameters: dict[str, str]) -> AsyncIterator[Synthesize]:
         if self.pools is None:
             raise ConfigError("the bridge is not started")
-        async with self.pools.client(self.target_for(parameters)) as client:
+        target = await self.target_for_user(parameters.get(USER_PARAMETER, DEFAULT_USER_ID))
+        async with self.pools.client(target) as client:
             yield client.synthesize
+
+    async def telephony_for_user(self, user_id: str) -> tuple[TwilioSettings, PlivoSettings]:
+        """The user's own provider credentials where stored, else the bridge's."""
+        twilio, plivo = self.settings.twilio, self.settings.plivo
+        row = await self.store.telephony(user_id) if self.store is not None else None
+        if row is not None and row.twilio_auth_token:
+            twilio = dataclasses.replace(twilio, account_sid=row.twilio_account_sid,
+                                         auth_token=row.twilio_auth_token)
+        if row is not None and row.plivo_auth_token:
+            plivo = dataclasses.replace(plivo, auth_id=row.plivo_auth_id,
+                                        auth_token=row.plivo_auth_token)
+        return twilio, plivo
+
+    async def retire_unused_pools(self) -> None:
+        """Close pools that no live call uses and no user's settings point at any more."""
+        if self.pools is None or self.store is None:
+            return
+        keep = {(await self.target_for_user(DEFAULT_USER_ID)).pool_key}
+        for row in await self.store.silma_users():
+            keep.add((await self.target_for_user(row.user_id)).pool_key)
+        self.pools.retire_unused(keep)
 
 
 CONTEXT = web.AppKey("bridge_context", BridgeContext)

@@ -3,6 +3,7 @@ Twilio and Plivo routes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
@@ -10,11 +11,12 @@ from aiohttp import WSMsgType, web
 from bridge.agent.base import Agent
 from bridge.agent.remote import RemoteAgent
 from bridge.agent.scripted import ScriptedAgent
-from bridge.call.session import CallSession, CodecFactory, Parse
+from bridge.call.session import CallSession, CodecFactory, Parse, ProviderHangup
+from bridge.store import DEFAULT_USER_ID
 from bridge.web.context import BridgeContext, context
-from bridge.web.provider_hangup import hangup_for
 
 MAX_PROVIDER_MESSAGE = 1024 * 1024
+USER_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Plivo extra headers allow nothing else
 
 
 async def _texts(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
@@ -31,8 +33,17 @@ def _agent(ctx: BridgeContext) -> Agent:
     return ScriptedAgent(agent.greeting, agent.dtmf)
 
 
+def user_of(request: web.Request) -> str:
+    """The user a webhook or stream path names; the default user when it names none."""
+    user_id = request.match_info.get("user_id", DEFAULT_USER_ID)
+    if not USER_ID.fullmatch(user_id):
+        raise web.HTTPNotFound(text="no such user")
+    return user_id
+
+
 async def serve_stream(request: web.Request, *, provider: str, parse: Parse,
-                       codec_for: CodecFactory) -> web.WebSocketResponse:
+                       codec_for: CodecFactory, hangup: ProviderHangup | None
+                       ) -> web.WebSocketResponse:
     """Accept the upgrade (signature already checked) and run the call until the stream ends."""
     ctx = context(request)
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_PROVIDER_MESSAGE)
@@ -43,7 +54,7 @@ async def serve_stream(request: web.Request, *, provider: str, parse: Parse,
         provider=provider, parse=parse, codec_for=codec_for,
         send=ws.send_str, close=ws.close, open_tts=ctx.tts_for_call, agent=_agent(ctx),
         settings=settings.call, hooks=ctx.registry,
-        provider_hangup=hangup_for(provider, settings.twilio, settings.plivo),
+        provider_hangup=hangup,
     )
     await session.run(_texts(ws))
     if not ws.closed:

@@ -1,4 +1,4 @@
-"""Twilio: the voice webhook (TwiML) and the bidirectional media stream."""
+"""Twilio: the voice webhook (TwiML) and the bidirectional media stream, per user."""
 
 from __future__ import annotations
 
@@ -7,41 +7,42 @@ import time
 import structlog
 from aiohttp import web
 
+from bridge.settings import TwilioSettings
 from bridge.telephony import twilio
 from bridge.telephony.events import OutboundCodec, StreamStarted
 from bridge.telephony.urls import public_request_url, stream_url, websocket_request_url
-from bridge.web.context import BridgeContext, context
-from bridge.web.streams import serve_stream
+from bridge.web.context import USER_PARAMETER, context
+from bridge.web.provider_hangup import hangup_for
+from bridge.web.streams import serve_stream, user_of
 
 log = structlog.get_logger("bridge.web")
 SIGNATURE_HEADER = "X-Twilio-Signature"
-DEFAULT_USER = "default"
+
+
+def _signed(twilio_settings: TwilioSettings, url: str, params: dict[str, str],
+            request: web.Request) -> bool:
+    token = twilio_settings.auth_token
+    return not token or twilio.validate_signature(token, url, params,
+                                                  request.headers.get(SIGNATURE_HEADER))
 
 
 async def voice_webhook(request: web.Request) -> web.Response:
     ctx = context(request)
+    user_id = user_of(request)
+    twilio_settings, _ = await ctx.telephony_for_user(user_id)
     form = {k: str(v) for k, v in (await request.post()).items()}
-    token = ctx.settings.twilio.auth_token
-    if token and not twilio.validate_signature(
-        token, public_request_url(ctx.settings.public_url, request.path_qs), form,
-        request.headers.get(SIGNATURE_HEADER),
-    ):
+    url = public_request_url(ctx.settings.public_url, request.path_qs)
+    if not _signed(twilio_settings, url, form, request):
         log.warning("twilio_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
-    call_sid = form.get("CallSid", "")
-    if call_sid:
+    if call_sid := form.get("CallSid", ""):
         ctx.registry.webhook_answered(call_sid, time.monotonic_ns())
-    parameters = {"user_id": request.match_info.get("user_id", DEFAULT_USER)}
-    twiml = twilio.build_twiml(stream_url(ctx.settings.public_url, "/twilio/stream"), parameters)
+    # The user rides in the stream's path (its upgrade is signed with their token) and in a
+    # Parameter; never in a query string, which Twilio drops.
+    twiml = twilio.build_twiml(
+        stream_url(ctx.settings.public_url, f"/twilio/stream/{user_id}"),
+        {USER_PARAMETER: user_id})
     return web.Response(text=twiml, content_type="application/xml")
-
-
-def _signed_upgrade(ctx: BridgeContext, request: web.Request) -> bool:
-    token = ctx.settings.twilio.auth_token
-    if not token:
-        return True
-    url = websocket_request_url(ctx.settings.public_url, request.path_qs)
-    return twilio.validate_signature(token, url, {}, request.headers.get(SIGNATURE_HEADER))
 
 
 def _codec(start: StreamStarted) -> OutboundCodec:
@@ -49,14 +50,19 @@ def _codec(start: StreamStarted) -> OutboundCodec:
 
 
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
-    if not _signed_upgrade(context(request), request):
+    ctx = context(request)
+    user_id = user_of(request)
+    twilio_settings, plivo_settings = await ctx.telephony_for_user(user_id)
+    url = websocket_request_url(ctx.settings.public_url, request.path_qs)
+    if not _signed(twilio_settings, url, {}, request):
         log.warning("twilio_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     return await serve_stream(request, provider="twilio", parse=twilio.parse_message,
-                              codec_for=_codec)
+                              codec_for=_codec,
+                              hangup=hangup_for("twilio", twilio_settings, plivo_settings))
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/twilio/voice", voice_webhook)
-    app.router.add_post("/twilio/voice/{user_id}", voice_webhook)
-    app.router.add_get("/twilio/stream", media_stream)
+    for suffix in ("", "/{user_id}"):
+        app.router.add_post(f"/twilio/voice{suffix}", voice_webhook)
+        app.router.add_get(f"/twilio/stream{suffix}", media_stream)

@@ -391,6 +391,21 @@ async def test_deadline_answers_timeout(sim_cache: Path) -> None:
         assert (status, reply["code"]) == (504, "timeout")
 
 
+async def test_shutdown_closes_open_sockets_at_once(sim_cache: Path) -> None:
+    engine = sim(sim_cache, first_audio_s=30.0, rtf=0.1)
+    server = await start(TTSServerSettings(), host="127.0.0.1", port=0, engine=engine)
+    await asyncio.wait_for(server.service.loaded(), WAIT_S)
+    async with aiohttp.ClientSession() as http:
+        busy = await http.ws_connect(server.ws_url)
+        idle = await http.ws_connect(server.ws_url)
+        await send(busy, seed_request(id="pending"))
+        await assert_usable(busy)  # the request is in flight
+        await asyncio.wait_for(server.close(), 5.0)  # not held open by pooled sockets
+        for ws in (busy, idle):
+            message = await ws.receive(timeout=WAIT_S)
+            assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+
+
 # --- auth --------------------------------------------------------------------------------------
 
 
@@ -462,4 +477,3 @@ def test_silma_engine_without_its_extra_is_a_clear_config_error() -> None:
 def test_piper_voice_path_that_does_not_exist_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="Piper voice"):
         get_engine(TTSServerSettings(engine="piper", piper_voice="/nowhere/voice.onnx"))
-

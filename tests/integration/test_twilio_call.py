@@ -12,10 +12,11 @@ import pytest
 from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
 from bridge.telephony.twilio import compute_signature
-from tests.servers import running_bridge, running_tts, make_settings
+from tests.servers import DEFAULT_TOKEN, running_bridge, running_tts, make_settings
 from tests.speech import assert_is_speech
 
 CALL_TASK_PREFIXES = ("sender-", "speaker-", "speak-")
+AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 
 
 def call_tasks() -> list[asyncio.Task]:
@@ -59,7 +60,8 @@ async def test_call_hears_greeting_and_say_with_complete_trace(tts, request_ulaw
 
         await ended(bridge, report.call_sid)
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{bridge.url}/calls/{report.call_sid}/trace") as response:
+            async with http.get(f"{bridge.url}/calls/{report.call_sid}/trace",
+                                headers=AUTH) as response:
                 assert response.status == 200
                 trace = await response.json()
     assert trace["live"] is False
@@ -134,7 +136,7 @@ async def test_say_on_unknown_call_is_404_and_bad_body_400(tts):
             aiohttp.ClientSession() as http:
         async with http.post(f"{bridge.url}/calls/CAnope/say", json={"text": "hi"}) as r:
             assert r.status == 404
-        async with http.get(f"{bridge.url}/calls") as r:
+        async with http.get(f"{bridge.url}/calls", headers=AUTH) as r:
             assert (await r.json())["live"] == []
 
 
@@ -192,3 +194,31 @@ async def test_server_shutdown_ends_live_calls_cleanly(tts):
         assert registry.trace("CAshut")["end_reason"] in {"socket closed", "server shutdown"}
         assert call_tasks() == []
         await call.wait_closed()
+
+
+async def test_metrics_and_health_targets_after_a_real_call(tts):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        report = await run_call(bridge.url, max_seconds=30)
+        assert report.ok
+        await ended(bridge, report.call_sid)
+        async with http.get(f"{bridge.url}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        async with http.get(f"{bridge.url}/api/health") as r:
+            health = await r.json()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("bridge_time_to_first_audio_seconds_count", ())] == 1
+    assert samples[("bridge_overhead_seconds_count", ())] == 1
+    assert samples[("bridge_calls_total", (("provider", "twilio"), ("reason", "stop")))] == 1
+    assert samples[("bridge_utterances_total", (("outcome", "played"),))] == 1
+    assert samples[("bridge_live_calls", ())] == 0
+    ready = [v for (name, labels), v in samples.items() if name == "bridge_pool_ready"]
+    assert ready and ready[0] >= 1
+    targets = {t["name"]: t for t in health["targets"]}
+    assert targets["error_rate"]["value"] == 0 and targets["error_rate"]["ok"] is True
+    assert targets["synthesis_latency_p95_s"]["ok"] is True
+    assert targets["pool_ready_ratio"]["ok"] is True

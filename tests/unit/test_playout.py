@@ -87,6 +87,18 @@ def test_clear_without_cleared_acks_returns_only_played_marks() -> None:
     assert buf.due_marks(10.0) == []
 
 
+def test_checkpoints_dropped_by_a_clear_leave_nothing_pending() -> None:
+    buf = PlayoutBuffer(checkpoint_acks_cleared=False)  # Plivo
+    buf.receive(0.0, 8000)
+    buf.mark(0.0, "a")
+    buf.mark(0.0, "b")
+    assert buf.pending_marks == 2
+    assert buf.clear(0.5) == []  # neither had played: both dropped, never acknowledged
+    assert buf.pending_marks == 0 and buf.next_mark_due() is None
+    buf.mark(0.6, "after")  # the buffer was emptied: a new checkpoint is due at once
+    assert buf.due_marks(0.6) == ["after"]
+
+
 def test_clear_with_cleared_acks_puts_played_marks_first() -> None:
     buf = PlayoutBuffer()
     buf.receive(0.0, 800)

@@ -73,7 +73,10 @@ def test_extensions_parse() -> None:
     request = parse(seed_request(id="r1", stream=True, format="ulaw", sample_rate=8000))
     assert isinstance(request, SynthesizeRequest)
     assert (request.id, request.stream, request.format, request.sample_rate) == (
-        "r1", True, "ulaw", 8000,
+        "r1",
+        True,
+        "ulaw",
+        8000,
     )
     assert (request.output_format, request.output_rate) == ("ulaw", 8000)
 

@@ -13,29 +13,40 @@ from bridge.tts_server.engines.base import Utterance
 from bridge.tts_server.engines.piper import PiperEngine
 from tests.speech import assert_is_speech
 
-RATE = 8000
 SECONDS = 2.0
-_t = np.arange(int(RATE * SECONDS)) / RATE
-_rng = np.random.default_rng(7)
-
-NOT_SPEECH = {
-    "silence": np.zeros(_t.size),
-    "pure tone": 0.5 * np.sin(2 * np.pi * 440 * _t),
-    "white noise": 0.3 * _rng.standard_normal(_t.size),
-    "tone pulsing at a syllable rate": (
-        0.5 * np.sin(2 * np.pi * 440 * _t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * _t))
-    ),
-    "noise bursts at a syllable rate": (
-        0.3 * _rng.standard_normal(_t.size) * (np.sin(2 * np.pi * 4 * _t) > 0)
-    ),
-    "too short": 0.5 * np.sin(2 * np.pi * 440 * _t[: RATE // 10]),
-}
 
 
-@pytest.mark.parametrize("name", NOT_SPEECH)
-def test_rejects_what_is_not_speech(name: str) -> None:
+def not_speech(name: str, rate: int) -> np.ndarray:
+    t = np.arange(int(rate * SECONDS)) / rate
+    noise = np.random.default_rng(7).standard_normal(t.size)
+    tone = np.sin(2 * np.pi * 440 * t)
+    syllables = np.sin(2 * np.pi * 4 * t)  # a 4 Hz, syllable-like rhythm
+    signals = {
+        "silence": np.zeros(t.size),
+        "pure tone": 0.5 * tone,
+        "white noise": 0.3 * noise,
+        "tone pulsing at a syllable rate": 0.5 * tone * (0.5 + 0.5 * syllables),
+        "noise bursts at a syllable rate": 0.3 * noise * (syllables > 0),
+        "too short": 0.5 * tone[: rate // 10],
+    }
+    return signals[name].astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [8000, 24000])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "silence",
+        "pure tone",
+        "white noise",
+        "tone pulsing at a syllable rate",
+        "noise bursts at a syllable rate",
+        "too short",
+    ],
+)
+def test_rejects_what_is_not_speech(name: str, rate: int) -> None:
     with pytest.raises(AssertionError, match="not speech"):
-        assert_is_speech(NOT_SPEECH[name].astype(np.float32), RATE)
+        assert_is_speech(not_speech(name, rate), rate)
 
 
 @pytest.fixture(scope="module")

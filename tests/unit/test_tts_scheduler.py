@@ -54,7 +54,10 @@ async def test_full_queue_answers_busy_at_once() -> None:
     scheduler = Scheduler(concurrency=1, max_queue=1, deadline_s=60)
     log: list[str] = []
     running, queued = Gate("running", log), Gate("queued", log)
-    tasks = [asyncio.create_task(scheduler.run(running)), asyncio.create_task(scheduler.run(queued))]
+    tasks = [
+        asyncio.create_task(scheduler.run(running)),
+        asyncio.create_task(scheduler.run(queued)),
+    ]
     await started(running)
     with pytest.raises(Busy):
         await scheduler.run(Gate("refused", log))

@@ -162,4 +162,3 @@ async def test_health_and_hello_describe_the_engine() -> None:
     assert (health["max_in_flight"], health["in_flight"], health["queued"]) == (8, 0, 0)
     hello = service.hello()
     assert (hello.engine, hello.sample_rate, hello.max_in_flight) == ("fake", 22050, 8)
-

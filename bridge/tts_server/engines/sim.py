@@ -115,9 +115,8 @@ class SimEngine:
         while produced < total:
             n = min(chunk, total - produced)
             ready = started + self.first_audio_s + self.rtf * produced / SIM_RATE
-            delay = ready - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Always yield, even when late: a fast model must not starve the other requests.
+            await asyncio.sleep(max(0.0, ready - loop.time()))
             index = np.arange(offset + produced, offset + produced + n)
             audio = speech.take(index, mode="wrap")
             _fade(audio, head=produced == 0, tail=produced + n == total)

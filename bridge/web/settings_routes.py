@@ -1,0 +1,333 @@
+"""The "SILMA TTS" settings page and its JSON API: a user's server mode, endpoint, API key, region
+and voice; their pool's live statistics, a health check, and a spoken preview.
+
+An /api/users/{user_id}/... route serves only the authenticated user's own id (403 otherwise).
+Changes go to the store, which the bridge reads at every call: they take effect on the next one.
+Validation failures answer {"errors": {field: message}}, one message per offending field.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from bridge.audio.codec import decode_audio, wav_bytes
+from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
+from bridge.silma.pool import SilmaPool
+from bridge.silma.pools import PoolRegistry, TTSTarget
+from bridge.silma.regions import AUTO, REGIONS
+from bridge.store import SilmaCredentials, Store
+from bridge.web.auth import api_user, csrf_token, page_user
+from bridge.web.context import BridgeContext, context
+from bridge.web.templating import Markup, escape, render
+from bridge.web.url_guard import check_endpoint
+from bridge.web.voice_clip import (
+    MAX_CLIP_BYTES,
+    UploadError,
+    checked_transcript,
+    normalized_clip,
+    read_voice_upload,
+)
+
+STATIC = Path(__file__).resolve().parent / "static"
+MODES = {"local": True, "api": False}  # mode -> is_local
+SILMA_FIELDS = frozenset({"mode", "api_endpoint", "api_key", "region"})
+MAX_API_KEY_CHARS = 1024
+MAX_PREVIEW_CHARS = 300
+PREVIEW_TEXT = "Hello! This is how I will sound on the phone."
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class FieldError(Exception):
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def errors_response(errors: dict[str, str], status: int = 400, **extra: Any) -> web.Response:
+    return web.json_response({"errors": errors, **extra}, status=status)
+
+
+def field_errors(handler: Handler) -> Handler:
+    """Answer a FieldError (or UploadError) as {"errors": {field: message}}."""
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (FieldError, UploadError) as exc:
+            return errors_response({exc.field: str(exc)}, exc.status)
+    return wrapped
+
+
+def _json_error(cls: type[web.HTTPError], message: str) -> web.HTTPError:
+    return cls(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _owner(request: web.Request) -> str:
+    """The id in the path, when it is the authenticated user's own."""
+    user = await api_user(request)
+    if request.match_info["user_id"] != user.id:
+        raise _json_error(web.HTTPForbidden, "you can only see and change your own settings")
+    return user.id
+
+
+def _store(ctx: BridgeContext) -> Store:
+    if ctx.store is None:
+        raise web.HTTPServiceUnavailable(text="the bridge is starting")
+    return ctx.store
+
+
+def _pools(ctx: BridgeContext) -> PoolRegistry:
+    if ctx.pools is None:
+        raise web.HTTPServiceUnavailable(text="the bridge is starting")
+    return ctx.pools
+
+
+async def _row(ctx: BridgeContext, user_id: str) -> SilmaCredentials:
+    row = await _store(ctx).silma(user_id)
+    if row is None:
+        raise _json_error(web.HTTPNotFound, "no SILMA settings for this user")
+    return row
+
+
+async def _target(ctx: BridgeContext, user_id: str) -> TTSTarget:
+    try:
+        return await ctx.target_for_user(user_id)
+    except TTSUnavailable as exc:  # local mode: our TTS server failed to start
+        raise FieldError("mode", str(exc), 503) from exc
+
+
+async def _user_pool(ctx: BridgeContext, user_id: str) -> SilmaPool:
+    return await _pools(ctx).pool_for(await _target(ctx, user_id))
+
+
+async def _view(ctx: BridgeContext, row: SilmaCredentials) -> dict[str, Any]:
+    """public() plus the mode and the endpoint calls use now (local mode's server is not started
+    just to be named)."""
+    effective = "local" if row.is_local else (await _target(ctx, row.user_id)).endpoint
+    return {**row.public(), "mode": "local" if row.is_local else "api",
+            "effective_endpoint": effective}
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise FieldError("body", "not valid JSON") from None
+    if not isinstance(body, dict):
+        raise FieldError("body", "expected a JSON object")
+    return body
+
+
+async def _silma_changes(body: dict[str, Any], *, allow_private: bool
+                         ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The store changes `body` asks for, and an error per field that is not valid."""
+    changes: dict[str, Any] = {}
+    errors = {field: "unknown field" for field in body.keys() - SILMA_FIELDS}
+    if "mode" in body:
+        mode = body["mode"]
+        if isinstance(mode, str) and mode in MODES:
+            changes["is_local"] = MODES[mode]
+        else:
+            errors["mode"] = 'mode must be "local" or "api"'
+    if "api_endpoint" in body:
+        url = body["api_endpoint"]
+        if not isinstance(url, str):
+            errors["api_endpoint"] = "the endpoint must be a string"
+        elif not url.strip():
+            changes["api_endpoint"] = ""  # back to the region or the bridge's endpoint
+        else:
+            try:
+                changes["api_endpoint"] = await check_endpoint(url, allow_private=allow_private)
+            except ValueError as exc:
+                errors["api_endpoint"] = str(exc)
+    if "api_key" in body:
+        key = body["api_key"]
+        if not isinstance(key, str) or not key.isprintable() or len(key) > MAX_API_KEY_CHARS:
+            errors["api_key"] = (f"the API key must be printable text of at most "
+                                 f"{MAX_API_KEY_CHARS} characters")
+        else:
+            changes["api_key"] = key.strip()  # "" removes the key
+    if "region" in body:
+        region = body["region"]
+        if isinstance(region, str) and (region == AUTO or region in REGIONS):
+            changes["region"] = region
+        else:
+            errors["region"] = f"region must be {AUTO} or one of {', '.join(REGIONS)}"
+    return changes, errors
+
+
+@field_errors
+async def get_silma(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    return web.json_response(await _view(ctx, await _row(ctx, await _owner(request))))
+
+
+@field_errors
+async def put_silma(request: web.Request) -> web.StreamResponse:
+    user_id = await _owner(request)
+    ctx = context(request)
+    changes, errors = await _silma_changes(
+        await _json_object(request), allow_private=ctx.settings.silma.allow_private_endpoints)
+    if errors:
+        return errors_response(errors)
+    row = await _store(ctx).update_silma(user_id, **changes)
+    await ctx.retire_unused_pools()  # the pool this user left drains once no call uses it
+    if not row.is_local:
+        await _user_pool(ctx, user_id)  # warm now, so the next call finds ready connections
+    return web.json_response(await _view(ctx, row))
+
+
+@field_errors
+async def get_pool(request: web.Request) -> web.StreamResponse:
+    user_id = await _owner(request)
+    return web.json_response((await _user_pool(context(request), user_id)).stats())
+
+
+def _health_error(pool: SilmaPool, status: str) -> tuple[str, str]:
+    where = pool.endpoint.http_base
+    if status in ("HTTP 401", "HTTP 403"):
+        return "api_key", f"the TTS server at {where} refused the API key ({status})"
+    if status.startswith("unreachable"):
+        return "api_endpoint", f"cannot reach the TTS server at {where} ({status})"
+    return "api_endpoint", f"the TTS server at {where} is not healthy ({status})"
+
+
+@field_errors
+async def health_check(request: web.Request) -> web.StreamResponse:
+    user_id = await _owner(request)
+    pool = await _user_pool(context(request), user_id)
+    health = await pool.check_health()
+    if health["status"] == "ok":
+        return web.json_response({"health": health})
+    field, message = _health_error(pool, health["status"])
+    return errors_response({field: message}, 502, health=health)
+
+
+@field_errors
+async def put_voice(request: web.Request) -> web.StreamResponse:
+    user_id = await _owner(request)
+    ctx = context(request)
+    upload = await read_voice_upload(request)
+    errors: dict[str, str] = {}
+    try:
+        clip = normalized_clip(upload.clip)
+    except ValueError as exc:
+        errors["clip"] = str(exc)
+    try:
+        transcript = checked_transcript(upload.transcript)
+    except ValueError as exc:
+        errors["transcript"] = str(exc)
+    if errors:
+        return errors_response(errors)
+    row = await _store(ctx).update_silma(user_id, reference_audio=clip,
+                                         reference_text=transcript)
+    return web.json_response(await _view(ctx, row))
+
+
+@field_errors
+async def preview(request: web.Request) -> web.StreamResponse:
+    """Speak a line through the user's own target (pool, voice, key): WAV as callers hear it."""
+    user_id = await _owner(request)
+    ctx = context(request)
+    text = (await _json_object(request)).get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise FieldError("text", "type a line to preview")
+    if len(text) > MAX_PREVIEW_CHARS:
+        raise FieldError("text", f"keep the preview under {MAX_PREVIEW_CHARS} characters")
+    chunks: list[np.ndarray] = []
+    rate = 0
+    try:
+        async with _pools(ctx).client(await _target(ctx, user_id)) as client:
+            async for piece in client.synthesize(text.strip()):
+                samples, rate = decode_audio(piece.data, piece.format, piece.sample_rate)
+                chunks.append(samples)
+    except TTSUnavailable as exc:
+        raise FieldError("api_endpoint", f"cannot reach the TTS server: {exc}", 502) from exc
+    except (TTSError, AudioFormatError) as exc:
+        raise FieldError("text", f"the TTS server could not speak this: {exc}", 502) from exc
+    if not chunks:
+        raise FieldError("text", "the TTS server sent no audio", 502)
+    return web.Response(body=wav_bytes(np.concatenate(chunks), rate), content_type="audio/wav")
+
+
+def _options(selected: str) -> Markup:
+    choices = [(AUTO, "Auto-detect (Recommended)"), *REGIONS.items()]
+    return Markup("".join(
+        f'<option value="{escape(value)}"{" selected" if value == selected else ""}>'
+        f"{escape(label)}</option>"
+        for value, label in choices))
+
+
+def _region_row(region: dict[str, Any], chosen: str | None) -> str:
+    ms = region["round_trip_ms"]
+    fastest = region["id"] == chosen
+    row_class = ' class="chosen"' if fastest else ""
+    round_trip = "no answer" if ms is None else f"{ms} ms"
+    return (f'<tr{row_class}><td>{escape(region["label"])}</td>'
+            f'<td class="num">{escape(round_trip)}</td>'
+            f'<td>{"fastest" if fastest else ""}</td></tr>')
+
+
+def _region_view(ctx: BridgeContext) -> Markup:
+    """Measured handshake round trips and the fastest region, when regions are configured."""
+    if ctx.regions is None:
+        return Markup('<p class="note">No API server regions are configured on this bridge: '
+                      "auto-detect uses the bridge's default endpoint.</p>")
+    view = ctx.regions.view()
+    rows = "".join(_region_row(r, view["chosen"]) for r in view["regions"])
+    chosen = REGIONS.get(view["chosen"] or "", "none answered yet")
+    return Markup(f"<p>Auto-detect chose <strong>{escape(chosen)}</strong>.</p>"
+                  '<table class="grid"><thead><tr><th>Region</th><th class="num">Round trip</th>'
+                  f"<th></th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _voice_summary(row: SilmaCredentials) -> str:
+    if not row.reference_audio:
+        return "The TTS server's default voice."
+    return (f"Your clip ({len(row.reference_audio) // 1024} KB), "
+            f"transcript: \u201c{row.reference_text}\u201d")
+
+
+async def settings_page(request: web.Request) -> web.StreamResponse:
+    user = await page_user(request)
+    ctx = context(request)
+    row = await _row(ctx, user.id)
+    try:
+        view = await _view(ctx, row)
+    except FieldError as exc:  # shown on the page rather than failing it
+        view = {"mode": "local", "effective_endpoint": f"unavailable: {exc}"}
+    is_api = view["mode"] == "api"
+    return render(
+        "settings.html",
+        user_id=user.id, display_name=user.display_name or user.id, csrf=csrf_token(request),
+        mode=view["mode"],
+        api_selected="selected" if is_api else "", local_selected="" if is_api else "selected",
+        api_pressed=str(is_api).lower(), local_pressed=str(not is_api).lower(),
+        api_endpoint=row.api_endpoint,
+        api_key_placeholder=row.public()["api_key"] or "not set",
+        effective_endpoint=view["effective_endpoint"],
+        region_options=_options(row.region), region_view=_region_view(ctx),
+        voice_summary=_voice_summary(row), preview_text=PREVIEW_TEXT,
+        max_clip_mb=MAX_CLIP_BYTES // (1024 * 1024), max_preview=MAX_PREVIEW_CHARS,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/settings", settings_page)
+    base = "/api/users/{user_id}"
+    app.router.add_get(f"{base}/silma", get_silma)
+    app.router.add_put(f"{base}/silma", put_silma)
+    app.router.add_get(f"{base}/pool", get_pool)
+    app.router.add_post(f"{base}/health-check", health_check)
+    app.router.add_put(f"{base}/voice", put_voice)
+    app.router.add_post(f"{base}/preview", preview)
+    app.router.add_static("/static", STATIC)

@@ -1,0 +1,235 @@
+// The SILMA TTS settings page: saves through the JSON API (session cookie + X-CSRF-Token),
+// shows each error next to the field it names, refreshes the pool statistics every 2 s.
+// No libraries: the page must work offline.
+"use strict";
+
+const REFRESH_MS = 2000;
+const userId = document.body.dataset.userId;
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const api = (path) => `/api/users/${encodeURIComponent(userId)}/${path}`;
+const $ = (id) => document.getElementById(id);
+
+// A fetch that returns {ok, status, body}; a lost session sends the user to log in again.
+async function call(method, path, body) {
+  const init = { method, headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" };
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(api(path), init);
+  if (response.status === 401) {
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+    throw new Error("logged out");
+  }
+  const type = response.headers.get("Content-Type") || "";
+  const parsed = type.startsWith("application/json") ? await response.json() : response;
+  return { ok: response.ok, status: response.status, body: parsed };
+}
+
+// Clear the given fields' errors, then show the ones the server named. A field without its own
+// slot is reported in `fallback`.
+function showErrors(fields, errors, fallback) {
+  for (const field of fields) {
+    const slot = $(`error-${field}`);
+    if (slot) slot.textContent = "";
+  }
+  for (const [field, message] of Object.entries(errors || {})) {
+    const slot = $(`error-${field}`) || $(`error-${fallback}`);
+    slot.textContent = slot.textContent ? `${slot.textContent} ${message}` : message;
+  }
+}
+
+function status(id, text, kind) {
+  const el = $(id);
+  el.textContent = text;
+  el.className = `status ${kind || ""}`;
+}
+
+function failureOf(result) {
+  return result.body.errors || { body: result.body.error || `HTTP ${result.status}` };
+}
+
+// -- Server configuration ------------------------------------------------------------------
+let mode = document.body.dataset.mode;
+
+function selectMode(chosen) {
+  mode = chosen;
+  document.body.dataset.mode = chosen;
+  for (const button of document.querySelectorAll("button.mode")) {
+    const on = button.dataset.mode === chosen;
+    button.classList.toggle("selected", on);
+    button.setAttribute("aria-pressed", String(on));
+  }
+}
+
+function showSettings(view) {
+  $("effective-endpoint").textContent = view.effective_endpoint;
+  $("api_key").placeholder = view.api_key || "not set";
+  $("api_key").value = "";
+}
+
+const SERVER_FIELDS = ["mode", "api_endpoint", "api_key", "body"];
+
+async function saveServer(event) {
+  event.preventDefault();
+  const body = { mode };
+  if (mode === "api") {
+    body.api_endpoint = $("api_endpoint").value;
+    if ($("api_key").value) body.api_key = $("api_key").value;
+  }
+  status("server-status", "Saving…");
+  const result = await call("PUT", "silma", body);
+  if (result.ok) {
+    showErrors(SERVER_FIELDS, {});
+    showSettings(result.body);
+    $("api_endpoint").value = result.body.api_endpoint;
+    status("server-status", "Saved. The next call uses it.", "ok");
+    refreshPool();
+  } else {
+    showErrors(SERVER_FIELDS, failureOf(result), "body");
+    status("server-status", "Not saved.", "bad");
+  }
+}
+
+// -- Region ----------------------------------------------------------------------------------
+function showMeasurements() {
+  $("region-measurements").hidden = $("region-select").value !== "auto";
+}
+
+async function saveRegion() {
+  showMeasurements();
+  status("region-status", "Saving…");
+  const result = await call("PUT", "silma", { region: $("region-select").value });
+  showErrors(["region"], result.ok ? {} : failureOf(result), "region");
+  if (result.ok) showSettings(result.body);
+  status("region-status", result.ok ? "Saved." : "Not saved.", result.ok ? "ok" : "bad");
+}
+
+// -- Pool statistics -------------------------------------------------------------------------
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+}
+
+function showPool(stats) {
+  $("stat-total").textContent = `${stats.total} of ${stats.size}`;
+  $("stat-ready").textContent = String(stats.ready);
+  $("stat-in-use").textContent = String(stats.in_use);
+  const ratio = $("stat-ratio");
+  ratio.textContent = `${Math.round(stats.ready_ratio * 100)} % ` +
+    `(target ${Math.round(stats.ready_ratio_target * 100)} %)`;
+  ratio.className = stats.ready_ratio_ok ? "ok" : "bad";
+  const health = stats.server_health.status;
+  $("stat-health").textContent = health;
+  $("stat-health").className = health === "ok" ? "ok" : health === "unchecked" ? "" : "bad";
+  $("pool-endpoint").textContent = stats.endpoint;
+  $("pool-updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  const rows = $("connections").tBodies[0];
+  rows.replaceChildren();
+  for (const conn of stats.connections) {
+    const row = rows.insertRow();
+    cell(row, String(conn.id));
+    cell(row, conn.state);
+    cell(row, `${conn.age_s.toFixed(1)} s`, "num");
+    cell(row, String(conn.served), "num");
+    cell(row, conn.healthy ? "healthy" : `unhealthy (${conn.last_health || "?"})`,
+      conn.healthy ? "ok" : "bad");
+  }
+}
+
+let poolTimer = null;
+
+async function refreshPool() {
+  clearTimeout(poolTimer);
+  try {
+    if (!document.hidden) {
+      const result = await call("GET", "pool");
+      if (result.ok) {
+        showPool(result.body);
+        showErrors(["pool"], {});
+      } else {
+        showErrors(["pool"], failureOf(result), "pool");
+      }
+    }
+  } catch (error) {
+    showErrors(["pool"], { pool: `Statistics unavailable: ${error.message}` });
+  } finally {
+    poolTimer = setTimeout(refreshPool, REFRESH_MS);
+  }
+}
+
+async function checkHealth() {
+  status("health-result", "Checking…");
+  const result = await call("POST", "health-check");
+  showErrors(["api_endpoint", "api_key"], result.ok ? {} : failureOf(result), "api_endpoint");
+  const health = result.body.health;
+  if (result.ok) {
+    status("health-result", `Healthy: answered in ${health.latency_ms} ms` +
+      (health.server.engine ? ` (engine ${health.server.engine})` : ""), "ok");
+  } else {
+    status("health-result", health ? `Unhealthy: ${health.status}` : "Check failed.", "bad");
+  }
+  refreshPool();
+}
+
+// -- Voice -----------------------------------------------------------------------------------
+const VOICE_FIELDS = ["clip", "transcript"];
+
+async function uploadVoice(event) {
+  event.preventDefault();
+  const form = new FormData();
+  const file = $("clip").files[0];
+  if (file) form.append("clip", file, file.name);
+  form.append("transcript", $("transcript").value);
+  status("voice-status", "Uploading…");
+  const result = await call("PUT", "voice", form);
+  showErrors(VOICE_FIELDS, result.ok ? {} : failureOf(result), "clip");
+  if (result.ok) {
+    const kb = Math.floor(result.body.reference_audio_bytes / 1024);
+    $("voice-summary").textContent =
+      `Your clip (${kb} KB), transcript: “${result.body.reference_text}”`;
+    status("voice-status", "Voice saved.", "ok");
+  } else {
+    status("voice-status", "Not saved.", "bad");
+  }
+}
+
+let previewUrl = null;
+
+async function preview(event) {
+  event.preventDefault();
+  const button = $("preview-button");
+  button.disabled = true;
+  const fields = ["text", "api_endpoint"];
+  showErrors(fields, {});
+  try {
+    const result = await call("POST", "preview", { text: $("preview-text").value });
+    if (!result.ok) {
+      showErrors(fields, failureOf(result), "text");
+      return;
+    }
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(await result.body.blob());
+    const audio = $("preview-audio");
+    audio.src = previewUrl;
+    audio.play().catch(() => {}); // autoplay may be blocked: the controls still play it
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- Wiring ----------------------------------------------------------------------------------
+for (const button of document.querySelectorAll("button.mode")) {
+  button.addEventListener("click", () => selectMode(button.dataset.mode));
+}
+$("server-form").addEventListener("submit", saveServer);
+$("region-select").addEventListener("change", saveRegion);
+$("health-button").addEventListener("click", checkHealth);
+$("voice-form").addEventListener("submit", uploadVoice);
+$("preview-form").addEventListener("submit", preview);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshPool(); });
+showMeasurements();
+refreshPool();
