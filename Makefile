@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run tts-server test lint bench clean
+.PHONY: install run tts-server browser test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: install
 tts-server: install
 	$(BIN)/python -m bridge tts-server
 
-test: install
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: install browser
 	$(BIN)/python -m ruff check bridge tests scripts
 	$(BIN)/python -m mypy bridge
 	$(BIN)/python -m pytest -q

@@ -105,6 +105,22 @@ class TTSServerSettings:
     sim_first_audio_s: float = 0.15
     sim_rtf: float = 0.12
     sim_cache_dir: str = "data/sim-cache"
+    # Voices registered once over WebSocket (register_voice) and named by id afterwards.
+    max_voices: int = 32
+    # silma engine: local files only (nothing is ever downloaded).
+    silma_checkpoint: str = "data/silma/model.pt"
+    silma_vocab: str = "data/silma/vocab.txt"
+    silma_vocoder: str = "data/silma/vocos-mel-24khz"
+    silma_architecture: str = ""
+    silma_device: str = "auto"
+    silma_dtype: str = "auto"
+    silma_steps: int = 16
+    silma_cfg_strength: float = 2.0
+    silma_sway_coef: float = -1.0
+    silma_normalizer_cache_dir: str = "data/silma/normalizer-cache"
+    silma_voice_cache_size: int = 64
+    silma_default_voice: str = ""
+    silma_default_voice_text: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

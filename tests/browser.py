@@ -30,6 +30,10 @@ TIMEOUT_MS = 15_000
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
+def _chromium_installed() -> bool:
+    return Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is not None
+
+
 def _unavailable(reason: str) -> None:
     message = f"browser tests need {reason} (set CHROMIUM_PATH to another Chromium)"
     if os.environ.get("CI", "").lower() == "true":
@@ -40,7 +44,7 @@ def _unavailable(reason: str) -> None:
 @contextlib.asynccontextmanager
 async def browser_page(*, width: int = 1280, height: int = 900) -> AsyncIterator[Page]:
     """A fresh page in a fresh headless Chromium (its own cookies), closed afterwards."""
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    if not _chromium_installed():
         _unavailable(f"Chromium at {CHROMIUM}")
     try:
         from playwright.async_api import async_playwright, expect

@@ -71,9 +71,11 @@ class SilmaPool:
 
     async def close(self) -> None:
         """Drain: idle sockets close now, leased ones when their request ends or is cancelled."""
-        self._run(self._core.close(self._now()))
         if self._maintainer is not None:
             self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
+        self._run(self._core.close(self._now()))
         for future in self._waiters.values():
             future.cancel()
         while self._tasks:

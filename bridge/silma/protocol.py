@@ -10,6 +10,10 @@ announced by the server (`hello` reply and the health endpoint) and used only wh
     synthesize + "format"/"sample_rate"    output encoding (f32le s16le wav ulaw) and rate
     {"type":"cancel","id":...}             -> {"type":"cancelled","id":...}; the socket stays usable
     several synthesize in flight on one socket ("multiplex", up to max_in_flight)
+    {"type":"register_voice","audio":...,"reference_text":...}  ("voice")
+                                           -> {"type":"voice_registered","voice_id":...}; then
+    synthesize + "voice_id" instead of audio/reference_text; an id the server has forgotten gets
+    error code "unknown_voice" (register again, then retry)
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ SEED_FORMAT = "f32le"
 SEED_SAMPLE_RATE = 24000
 FORMATS = ("f32le", "s16le", "wav", "ulaw")
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
-CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate")
+CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate", "voice")
 SPEED_RANGE = (0.5, 2.0)
 
-ErrorCode = Literal["bad_request", "busy", "timeout", "cancelled", "unauthorized", "internal"]
+ErrorCode = Literal[
+    "bad_request", "busy", "timeout", "cancelled", "unauthorized", "internal", "unknown_voice"
+]
+MAX_VOICE_ID_CHARS = 128
 RETRYABLE_CODES = frozenset({"busy", "timeout"})
 
 
@@ -46,6 +53,7 @@ class SynthesizeRequest:
     stream: bool = False
     format: str | None = None
     sample_rate: int | None = None
+    voice_id: str | None = None  # a registered voice, instead of audio + reference_text
 
     @property
     def output_format(self) -> str:
@@ -64,6 +72,20 @@ class Hello:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cancel:
     id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterVoice:
+    audio: bytes
+    reference_text: str
+    id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VoiceRegistered:
+    voice_id: str
+    id: str | None = None
+    duration_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,8 +131,10 @@ class ErrorReply:
         return self.code in RETRYABLE_CODES
 
 
-ClientMessage = SynthesizeRequest | Hello | Cancel
-ServerMessage = ServerHello | AudioChunk | SynthesisComplete | Cancelled | ErrorReply
+ClientMessage = SynthesizeRequest | Hello | Cancel | RegisterVoice
+ServerMessage = (
+    ServerHello | AudioChunk | SynthesisComplete | Cancelled | ErrorReply | VoiceRegistered
+)
 
 
 class RequestError(ProtocolError):
@@ -151,9 +175,24 @@ def parse_client_message(raw: str | bytes, *, max_text_chars: int) -> ClientMess
         if not isinstance(request_id, str) or not request_id:
             raise RequestError("cancel needs the id of the request to cancel")
         return Cancel(request_id)
+    if kind == "register_voice":
+        return parse_register_voice(message)
     if kind != "synthesize":
         raise RequestError(f"unknown message type {kind!r}")
     return parse_synthesize(message, max_text_chars=max_text_chars)
+
+
+def parse_register_voice(message: dict[str, Any]) -> RegisterVoice:
+    request_id = message.get("id")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id):
+        raise RequestError("id must be a non-empty string")
+    audio = _b64decode(message.get("audio") or "", "audio", request_id)
+    if not audio:
+        raise RequestError("register_voice needs the reference clip in audio", request_id)
+    text = message.get("reference_text") or ""
+    if not isinstance(text, str):
+        raise RequestError("reference_text must be a string", request_id)
+    return RegisterVoice(audio, text, request_id)
 
 
 def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> SynthesizeRequest:
@@ -194,6 +233,13 @@ def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> Synthes
         raise RequestError(
             f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}", request_id
         )
+    voice_id = message.get("voice_id")
+    if voice_id is not None and (
+        not isinstance(voice_id, str) or not 0 < len(voice_id) <= MAX_VOICE_ID_CHARS
+    ):
+        raise RequestError("voice_id must be a registered voice's id", request_id)
+    if voice_id is not None and reference_audio:
+        raise RequestError("send either audio or voice_id, not both", request_id)
     return SynthesizeRequest(
         text=text,
         reference_audio=reference_audio,
@@ -204,6 +250,7 @@ def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> Synthes
         stream=stream,
         format=fmt,
         sample_rate=rate,
+        voice_id=voice_id,
     )
 
 
@@ -228,7 +275,23 @@ def build_synthesize(request: SynthesizeRequest) -> bytes:
         body["format"] = request.format
     if request.sample_rate:
         body["sample_rate"] = request.sample_rate
+    if request.voice_id:
+        body["voice_id"] = request.voice_id
     return _with_id(body, request.id)
+
+
+def build_register_voice(message: RegisterVoice) -> bytes:
+    body = {
+        "type": "register_voice",
+        "audio": base64.b64encode(message.audio).decode(),
+        "reference_text": message.reference_text,
+    }
+    return _with_id(body, message.id)
+
+
+def build_voice_registered(reply: VoiceRegistered) -> bytes:
+    body = {"type": "voice_registered", "voice_id": reply.voice_id, "duration_s": reply.duration_s}
+    return _with_id(body, reply.id)
 
 
 def build_hello() -> bytes:
@@ -314,6 +377,10 @@ def parse_server_message(raw: str | bytes) -> ServerMessage:
             )
         if kind == "cancelled":
             return Cancelled(str(request_id))
+        if kind == "voice_registered":
+            return VoiceRegistered(
+                str(message["voice_id"]), request_id, float(message.get("duration_s", 0.0))
+            )
         audio = base64.b64decode(message.get("audio") or "", validate=True)
         fmt = str(message.get("format", "")) or ""
         rate = int(message.get("sample_rate", 0)) or 0

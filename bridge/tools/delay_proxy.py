@@ -2,8 +2,10 @@
 connection on demand: a stand-in for the distance and faults between the bridge and a TTS host.
 
 Each byte is forwarded `one_way_s` after it arrived, in order, in both directions, so a request
-and its answer cost one extra round trip of 2 x one_way_s; a new connection's handshake costs
-as many round trips as its protocol needs, which is what the warm pool saves.
+and its answer cost one extra round trip of 2 x one_way_s; a new connection's handshakes (TLS,
+WebSocket) cost as many round trips as their protocols need, which is what the warm pool saves.
+The TCP handshake itself is answered by the local kernel, undelayed: chain a plain delaying proxy
+in front of a TLS-terminating one to delay the TLS handshake too.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class DelayProxy:
             self._writers.add(up_w)
             await asyncio.gather(self._pump(client_r, up_w), self._pump(up_r, client_w),
                                  return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # the proxy is closing; asyncio would log a cancelled connection task
         finally:
             for writer in (client_w, up_w):
                 if writer is not None:

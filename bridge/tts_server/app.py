@@ -47,6 +47,7 @@ def create_app(settings: TTSServerSettings, engine: Engine | None = None) -> web
     app.router.add_get(f"{base}/ws", ws.handle)
     app.router.add_post(f"{base}/synthesize", http.synthesize)
     app.router.add_get(f"{base}/health", http.health)
+    app.router.add_get(f"{base}/metrics", http.metrics)
 
     async def close_sockets(_: web.Application) -> None:
         await ws.close_all()

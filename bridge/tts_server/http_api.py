@@ -14,6 +14,7 @@ from bridge.silma.protocol import (
     build_complete,
     build_error,
 )
+from bridge.tts_server import metrics
 from bridge.tts_server.auth import is_authorized
 from bridge.tts_server.service import TTSService, error_reply
 
@@ -73,4 +74,12 @@ class HttpApi:
             body=orjson.dumps(service.health()),
             status=200 if service.ready else 503,
             content_type="application/json",
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.render(self._service.health),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
         )

@@ -28,14 +28,17 @@ from bridge.silma.protocol import (
     AudioChunk,
     ClientMessage,
     ErrorReply,
+    RegisterVoice,
     RequestError,
     ServerHello,
     SynthesisComplete,
     SynthesizeRequest,
+    VoiceRegistered,
     parse_client_message,
 )
 from bridge.tts_server.engines.base import Engine, Utterance
 from bridge.tts_server.scheduler import Busy, DeadlineExceeded, Scheduler
+from bridge.tts_server.voices import MAX_VOICE_S, StoredVoice, UnknownVoice, VoiceStore
 
 log = structlog.get_logger("bridge.tts_server")
 
@@ -52,6 +55,7 @@ class TTSService:
         )
         # Per socket: more than the server would admit at once is never useful.
         self.max_in_flight = settings.concurrency + settings.max_queue
+        self.voices = VoiceStore(settings.max_voices)
         self._load_task: asyncio.Task[None] | None = None
 
     @property
@@ -89,6 +93,8 @@ class TTSService:
         )
 
     def health(self) -> dict[str, Any]:
+        # An engine may add its own figures (the silma engine: real-time factor, first chunk).
+        engine_health = getattr(self.engine, "health", None)
         return {
             "ready": self.ready,
             "engine": self.engine.name,
@@ -100,6 +106,8 @@ class TTSService:
             "max_queue": self.scheduler.max_queue,
             "queued": self.scheduler.queued,
             "in_flight": self.scheduler.running,
+            "voices": len(self.voices),
+            **({"engine_stats": engine_health()} if callable(engine_health) else {}),
         }
 
     def parse(self, raw: bytes) -> ClientMessage:
@@ -110,6 +118,32 @@ class TTSService:
                 f"message is {len(raw)} bytes, over the limit of {limit} bytes", _peek_id(raw)
             )
         return parse_client_message(raw, max_text_chars=self.settings.max_text_chars)
+
+    def register_voice(self, message: RegisterVoice) -> VoiceRegistered:
+        """Decode and keep a reference clip; requests then name it by the returned id."""
+        audio, rate = _decode_reference(message.audio, message.id)
+        if audio.size > MAX_VOICE_S * rate:
+            raise RequestError(f"a voice clip may last {MAX_VOICE_S:g} s at most", message.id)
+        voice_id = VoiceStore.voice_id(message.audio, message.reference_text)
+        self.voices.add(voice_id, StoredVoice(audio, rate, message.reference_text))
+        log.info("tts_voice_registered", voice_id=voice_id, duration_s=round(audio.size / rate, 2))
+        return VoiceRegistered(voice_id, message.id, round(audio.size / rate, 3))
+
+    def _utterance(self, request: SynthesizeRequest) -> Utterance:
+        reference, rate, reference_text = None, 0, request.reference_text
+        if request.voice_id is not None:
+            voice = self.voices.get(request.voice_id, request.id)
+            reference, rate, reference_text = voice.audio, voice.rate, voice.text
+        elif request.reference_audio:
+            reference, rate = _decode_reference(request.reference_audio, request.id)
+        return Utterance(
+            text=request.text,
+            reference_audio=reference,
+            reference_rate=rate,
+            reference_text=reference_text,
+            speed=request.speed,
+            seed=request.seed,
+        )
 
     async def synthesize(
         self, request: SynthesizeRequest, on_chunk: ChunkSink | None = None
@@ -122,7 +156,7 @@ class TTSService:
         stats = _Stats(time.perf_counter())
         outcome = "error"
         try:
-            utterance = _utterance(request)
+            utterance = self._utterance(request)
             result = await self.scheduler.run(
                 lambda: self._render(request, utterance, on_chunk, stats)
             )
@@ -192,6 +226,8 @@ class TTSService:
 
 def error_reply(exc: Exception, request_id: str | None) -> ErrorReply:
     """The client's view of a failed request; anything unexpected is logged and called internal."""
+    if isinstance(exc, UnknownVoice):
+        return ErrorReply(str(exc), exc.request_id or request_id, "unknown_voice")
     if isinstance(exc, RequestError):
         return ErrorReply(str(exc), exc.request_id or request_id, "bad_request")
     if isinstance(exc, Busy):
@@ -221,25 +257,14 @@ class _Stats:
         return round((self.first_audio - self.started) * 1000, 1)
 
 
-def _utterance(request: SynthesizeRequest) -> Utterance:
-    reference, rate = None, 0
-    if request.reference_audio:
-        try:
-            reference, rate = decode_audio(request.reference_audio)
-        except AudioFormatError as exc:
-            raise RequestError(
-                f"audio is not a WAV or raw float32 clip: {exc}", request.id
-            ) from exc
-        if not reference.size or float(np.max(np.abs(reference))) > MAX_REFERENCE_PEAK:
-            raise RequestError("audio does not decode to a WAV or raw float32 clip", request.id)
-    return Utterance(
-        text=request.text,
-        reference_audio=reference,
-        reference_rate=rate,
-        reference_text=request.reference_text,
-        speed=request.speed,
-        seed=request.seed,
-    )
+def _decode_reference(data: bytes, request_id: str | None) -> tuple[np.ndarray, int]:
+    try:
+        reference, rate = decode_audio(data)
+    except AudioFormatError as exc:
+        raise RequestError(f"audio is not a WAV or raw float32 clip: {exc}", request_id) from exc
+    if not reference.size or float(np.max(np.abs(reference))) > MAX_REFERENCE_PEAK:
+        raise RequestError("audio does not decode to a WAV or raw float32 clip", request_id)
+    return reference, rate
 
 
 def _peek_id(raw: bytes) -> str | None:

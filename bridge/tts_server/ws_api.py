@@ -17,6 +17,7 @@ from bridge.silma.protocol import (
     Cancel,
     ErrorReply,
     Hello,
+    RegisterVoice,
     RequestError,
     SynthesizeRequest,
     build_audio_chunk,
@@ -24,6 +25,7 @@ from bridge.silma.protocol import (
     build_complete,
     build_error,
     build_server_hello,
+    build_voice_registered,
 )
 from bridge.tts_server.auth import is_authorized
 from bridge.tts_server.http_api import unauthorized
@@ -104,6 +106,13 @@ class _Session:
             await self._send(build_server_hello(self._service.hello()))
         elif isinstance(message, Cancel):
             await self._cancel(message.id)
+        elif isinstance(message, RegisterVoice):
+            try:
+                registered = self._service.register_voice(message)
+            except RequestError as exc:
+                await self._send_error(error_reply(exc, message.id))
+                return
+            await self._send(build_voice_registered(registered))
         else:
             await self._start(message)
 

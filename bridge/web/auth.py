@@ -136,9 +136,11 @@ def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _json_error(cls: type[web.HTTPError], message: str, **headers: str) -> web.HTTPError:
+def json_error(cls: type[web.HTTPError], message: str,
+               headers: dict[str, str] | None = None) -> web.HTTPError:
+    """An HTTP error whose body is {"error": message}, for the JSON API."""
     return cls(text=json.dumps({"error": message}), content_type="application/json",
-               headers=headers or None)
+               headers=headers)
 
 
 async def _session_user(request: web.Request) -> User | None:
@@ -189,19 +191,19 @@ async def api_user(request: web.Request) -> User:
     if header is None:
         user = await _session_user(request)
         if user is None:
-            raise _json_error(web.HTTPUnauthorized, "log in or send Authorization: Bearer <token>",
-                              **{"WWW-Authenticate": 'Bearer realm="bridge"'})
+            raise json_error(web.HTTPUnauthorized, "log in or send Authorization: Bearer <token>",
+                             {"WWW-Authenticate": 'Bearer realm="bridge"'})
         if request.method not in SAFE_METHODS and not await _csrf_ok(request):
-            raise _json_error(web.HTTPForbidden, "missing or invalid X-CSRF-Token header")
+            raise json_error(web.HTTPForbidden, "missing or invalid X-CSRF-Token header")
         return user
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _json_error(web.HTTPUnauthorized, "expected Authorization: Bearer <token>",
-                          **{"WWW-Authenticate": 'Bearer realm="bridge"'})
+        raise json_error(web.HTTPUnauthorized, "expected Authorization: Bearer <token>",
+                         {"WWW-Authenticate": 'Bearer realm="bridge"'})
     user = await _check_token(request, token.strip(), via="bearer")
     if user is None:
-        raise _json_error(web.HTTPUnauthorized, "invalid access token",
-                          **{"WWW-Authenticate": 'Bearer realm="bridge", error="invalid_token"'})
+        raise json_error(web.HTTPUnauthorized, "invalid access token",
+                         {"WWW-Authenticate": 'Bearer realm="bridge", error="invalid_token"'})
     return user
 
 
@@ -210,8 +212,8 @@ async def _check_token(request: web.Request, token: str, *, via: str) -> User | 
     auth, client, now = _auth(request), _client(request), time.time()
     wait = auth.failures.retry_after(client, now)
     if wait > 0:
-        raise _json_error(web.HTTPTooManyRequests, "too many failed logins; try again later",
-                          **{"Retry-After": str(int(wait) + 1)})
+        raise json_error(web.HTTPTooManyRequests, "too many failed logins; try again later",
+                         {"Retry-After": str(int(wait) + 1)})
     user = await _store(request).user_for_token(token)
     if user is None:
         auth.failures.record(client, now)

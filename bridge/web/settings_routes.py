@@ -8,9 +8,6 @@ Validation failures answer {"errors": {field: message}}, one message per offendi
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +20,13 @@ from bridge.silma.pool import SilmaPool
 from bridge.silma.pools import PoolRegistry, TTSTarget
 from bridge.silma.regions import AUTO, REGIONS
 from bridge.store import SilmaCredentials, Store
-from bridge.web.auth import api_user, csrf_token, page_user
+from bridge.web.auth import api_user, csrf_token, json_error, page_user
 from bridge.web.context import BridgeContext, context
+from bridge.web.field_errors import FieldError, errors_response, field_errors
 from bridge.web.templating import Markup, escape, render
 from bridge.web.url_guard import check_endpoint
 from bridge.web.voice_clip import (
     MAX_CLIP_BYTES,
-    UploadError,
     checked_transcript,
     normalized_clip,
     read_voice_upload,
@@ -42,40 +39,12 @@ MAX_API_KEY_CHARS = 1024
 MAX_PREVIEW_CHARS = 300
 PREVIEW_TEXT = "Hello! This is how I will sound on the phone."
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class FieldError(Exception):
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
-def errors_response(errors: dict[str, str], status: int = 400, **extra: Any) -> web.Response:
-    return web.json_response({"errors": errors, **extra}, status=status)
-
-
-def field_errors(handler: Handler) -> Handler:
-    """Answer a FieldError (or UploadError) as {"errors": {field: message}}."""
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except (FieldError, UploadError) as exc:
-            return errors_response({exc.field: str(exc)}, exc.status)
-    return wrapped
-
-
-def _json_error(cls: type[web.HTTPError], message: str) -> web.HTTPError:
-    return cls(text=json.dumps({"error": message}), content_type="application/json")
-
 
 async def _owner(request: web.Request) -> str:
     """The id in the path, when it is the authenticated user's own."""
     user = await api_user(request)
     if request.match_info["user_id"] != user.id:
-        raise _json_error(web.HTTPForbidden, "you can only see and change your own settings")
+        raise json_error(web.HTTPForbidden, "you can only see and change your own settings")
     return user.id
 
 
@@ -94,7 +63,7 @@ def _pools(ctx: BridgeContext) -> PoolRegistry:
 async def _row(ctx: BridgeContext, user_id: str) -> SilmaCredentials:
     row = await _store(ctx).silma(user_id)
     if row is None:
-        raise _json_error(web.HTTPNotFound, "no SILMA settings for this user")
+        raise json_error(web.HTTPNotFound, "no SILMA settings for this user")
     return row
 
 
@@ -304,7 +273,8 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     try:
         view = await _view(ctx, row)
     except FieldError as exc:  # shown on the page rather than failing it
-        view = {"mode": "local", "effective_endpoint": f"unavailable: {exc}"}
+        view = {"mode": "local" if row.is_local else "api",
+                "effective_endpoint": f"unavailable: {exc}"}
     is_api = view["mode"] == "api"
     return render(
         "settings.html",

@@ -35,6 +35,7 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
     for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
               "169.254.170.2")
 )
+_PRIVATE = "a loopback or private address (not allowed on this bridge)"
 
 
 def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
@@ -45,12 +46,14 @@ def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
         return "a cloud metadata address"
     if address.is_link_local:
         return "a link-local address"
+    if address.is_loopback:  # before is_reserved, which includes ::1
+        return None if allow_private else _PRIVATE
     if address.is_multicast or address.is_unspecified or address.is_reserved:
         return "not a unicast host address"
     if not allow_private and not address.is_global:
-        # is_global is False for loopback, RFC 1918, unique-local (fc00::/7), CGNAT
-        # (100.64/10) and the documentation/benchmark ranges.
-        return "a loopback or private address (not allowed on this bridge)"
+        # is_global is False for RFC 1918, unique-local (fc00::/7), CGNAT (100.64/10) and the
+        # documentation/benchmark ranges.
+        return _PRIVATE
     return None
 
 

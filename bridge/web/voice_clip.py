@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, web
 
 from bridge.audio.codec import decode_audio, is_wav, wav_bytes
 from bridge.errors import AudioFormatError
+from bridge.web.field_errors import FieldError
 
 MAX_CLIP_BYTES = 10 * 1024 * 1024
 MAX_CLIP_SECONDS = 30.0
@@ -27,23 +28,14 @@ _CHUNK = 64 * 1024
 _MAX_JSON_BYTES = MAX_CLIP_BYTES * 4 // 3 + 4 * MAX_TRANSCRIPT_CHARS + 1024
 
 
-class UploadError(ValueError):
-    """An upload that cannot be read; `field` is the form field to blame."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
 @dataclasses.dataclass(frozen=True)
 class VoiceUpload:
     clip: bytes
     transcript: str
 
 
-def too_large() -> UploadError:
-    return UploadError("clip", f"the clip is over {MAX_CLIP_BYTES // (1024 * 1024)} MB", 413)
+def too_large() -> FieldError:
+    return FieldError("clip", f"the clip is over {MAX_CLIP_BYTES // (1024 * 1024)} MB", 413)
 
 
 async def read_voice_upload(request: web.Request) -> VoiceUpload:
@@ -53,7 +45,7 @@ async def read_voice_upload(request: web.Request) -> VoiceUpload:
         return await _read_multipart(request)
     if request.content_type == "application/json":
         return _from_json(await _read_capped(request, _MAX_JSON_BYTES))
-    raise UploadError("clip", "send multipart/form-data or application/json", 415)
+    raise FieldError("clip", "send multipart/form-data or application/json", 415)
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -72,7 +64,7 @@ async def _read_multipart(request: web.Request) -> VoiceUpload:
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
-            raise UploadError("clip", "nested multipart bodies are not accepted")
+            raise FieldError("clip", "nested multipart bodies are not accepted")
         if part.name == "clip":
             clip = await _read_part(part, MAX_CLIP_BYTES)
         elif part.name == "transcript":
@@ -80,7 +72,7 @@ async def _read_multipart(request: web.Request) -> VoiceUpload:
             try:
                 transcript = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise UploadError("transcript", "the transcript is not UTF-8 text") from None
+                raise FieldError("transcript", "the transcript is not UTF-8 text") from None
         else:
             await part.release()  # unknown fields (the CSRF token) are skipped
     return VoiceUpload(clip, transcript)
@@ -91,7 +83,7 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
     while chunk := await part.read_chunk(_CHUNK):
         data += chunk
         if len(data) > limit:
-            raise too_large() if part.name == "clip" else UploadError(
+            raise too_large() if part.name == "clip" else FieldError(
                 str(part.name), "this field is too long")
     return bytes(data)
 
@@ -100,18 +92,18 @@ def _from_json(raw: bytes) -> VoiceUpload:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise UploadError("body", "not valid JSON") from None
+        raise FieldError("body", "not valid JSON") from None
     if not isinstance(body, dict):
-        raise UploadError("body", "expected a JSON object")
+        raise FieldError("body", "expected a JSON object")
     clip, transcript = body.get("clip", ""), body.get("transcript", "")
     if not isinstance(clip, str):
-        raise UploadError("clip", "clip must be a base64 string")
+        raise FieldError("clip", "clip must be a base64 string")
     if not isinstance(transcript, str):
-        raise UploadError("transcript", "transcript must be a string")
+        raise FieldError("transcript", "transcript must be a string")
     try:
         data = base64.b64decode(clip, validate=True)
     except (binascii.Error, ValueError):
-        raise UploadError("clip", "clip is not valid base64") from None
+        raise FieldError("clip", "clip is not valid base64") from None
     if len(data) > MAX_CLIP_BYTES:
         raise too_large()
     return VoiceUpload(data, transcript)

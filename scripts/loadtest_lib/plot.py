@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,24 +24,49 @@ def write_plot(results: Sequence[LevelResult], path: Path) -> None:
         top.plot(x, [float("nan") if v is None else v for v in y], style, label=f"TTFA {name}")
     bad = [r for r in levels if r.invalid]
     if bad:
-        top.scatter([r.calls for r in bad], [r.ttfa_ms.p99 or 0 for r in bad], s=160,
-                    marker="x", color="red", zorder=5, label="INVALID (generator behind)")
+        top.scatter(
+            [r.calls for r in bad],
+            [r.ttfa_ms.p99 or 0 for r in bad],
+            s=160,
+            marker="x",
+            color="red",
+            zorder=5,
+            label="INVALID (see the table)",
+        )
     top.set_ylabel("time to first audio (ms)")
     top.set_title("Bridge under load: say request -> first media frame at the caller")
     top.grid(alpha=0.3)
     top.legend()
 
-    width = max(1.0, (max(x) - min(x)) / 25) if len(x) > 1 else 5.0
-    bottom.bar(x, [r.underruns for r in levels], width=width, color="tab:red", alpha=0.6,
-               label="underruns (count)")
-    bottom.plot(x, [r.calls_with_underruns for r in levels], "o-", color="tab:purple",
-                label="calls with underruns")
+    gaps = [b - a for a, b in itertools.pairwise(x)]
+    width = 0.4 * min(gaps) if gaps else 0.4 * x[0]
+    bottom.bar(
+        x,
+        [r.underruns for r in levels],
+        width=width,
+        color="tab:red",
+        alpha=0.6,
+        label="underruns (count)",
+    )
+    bottom.plot(
+        x,
+        [r.calls_with_underruns for r in levels],
+        "o-",
+        color="tab:purple",
+        label="calls with underruns",
+    )
     bottom.set_xlabel("concurrent calls")
+    bottom.set_xticks(x)
     bottom.set_ylabel("underruns")
     bottom.grid(alpha=0.3)
     cpu = bottom.twinx()
-    cpu.plot(x, [float("nan") if r.bridge_cpu_pct is None else r.bridge_cpu_pct for r in levels],
-             "d--", color="tab:gray", label="bridge CPU %")
+    cpu.plot(
+        x,
+        [float("nan") if r.bridge_cpu_pct is None else r.bridge_cpu_pct for r in levels],
+        "d--",
+        color="tab:gray",
+        label="bridge CPU %",
+    )
     cpu.set_ylabel("bridge CPU (% of one core)")
     cpu.set_ylim(0, 110)
     handles = bottom.get_legend_handles_labels()

@@ -117,7 +117,11 @@ def start_tts(
         "BRIDGE_LOG_FORMAT": "json",
     }
     return start_child(
-        "tts-server", ["tts-server"], env, cpus, run_dir / "tts.stderr.log",
+        "tts-server",
+        ["tts-server"],
+        env,
+        cpus,
+        run_dir / "tts.stderr.log",
         f"http://127.0.0.1:{port}",
     )
 

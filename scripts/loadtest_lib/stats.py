@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # A level is INVALID when the generator, not the bridge, fell behind.
 MAX_GENERATOR_LAG_P99_MS = 20.0
 MAX_GENERATOR_CORE_PCT = 90.0  # of the cores the generator (and the TTS server) share
+# Other processes on the machine (a test suite, a browser) steal the pinned cores' time.
+MAX_OTHER_CPU_PCT = 25.0
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -82,6 +84,7 @@ class LevelResult:
     bridge_rss_mib: float | None = None
     tts_cpu_pct: float | None = None
     generator_cpu_pct: float | None = None
+    other_cpu_pct: float | None = None  # everything else on the machine meanwhile
     generator_lag_ms: Dist = field(default_factory=Dist)  # loop-lag probe, steady window
     send_late_mean_ms: Dist = field(default_factory=Dist)  # per call: mean media lateness
     send_late_max_ms: Dist = field(default_factory=Dist)  # per call: max media lateness
@@ -89,8 +92,6 @@ class LevelResult:
     invalid: list[str] = field(default_factory=list)  # why the generator's numbers don't count
 
     def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {**asdict(self), "valid": not self.invalid}
 
 
@@ -99,11 +100,14 @@ def invalid_reasons(
     generator_cpu_pct: float | None,
     shared_cpu_pct: float | None,
     shared_cores: int,
+    other_cpu_pct: float | None = None,
 ) -> list[str]:
-    """Why a level's numbers say more about the generator than the bridge; [] when valid.
+    """Why a level's numbers say more about the generator or the machine than the bridge;
+    [] when they are valid.
 
     `lag_p99_ms`: the generator's event-loop lag p99 (what delays every media send);
-    `shared_cpu_pct`: CPU of whatever else runs on the generator's cores (the TTS server).
+    `shared_cpu_pct`: CPU of whatever else runs on the generator's cores (the TTS server);
+    `other_cpu_pct`: CPU of processes that are not part of the test at all.
     """
     reasons = []
     if lag_p99_ms is not None and lag_p99_ms > MAX_GENERATOR_LAG_P99_MS:
@@ -118,6 +122,11 @@ def invalid_reasons(
                 f"generator core(s) saturated: generator {generator_cpu_pct:.0f}% + TTS "
                 f"{shared_cpu_pct or 0:.0f}% > {limit:.0f}%"
             )
+    if other_cpu_pct is not None and other_cpu_pct > MAX_OTHER_CPU_PCT:
+        reasons.append(
+            f"other processes used {other_cpu_pct:.0f}% CPU (> {MAX_OTHER_CPU_PCT:.0f}%): "
+            "the machine was not quiet"
+        )
     return reasons
 
 
@@ -144,22 +153,35 @@ _ROWS: list[tuple[str, Callable[[LevelResult], str]]] = [
     ("greeting TTFA p50/p95/p99 ms", lambda r: _trio(r.greeting_ttfa_ms)),
     ("bridge TTFA p50/p99 ms", lambda r: _pair(r.bridge_ttfa_ms)),
     ("bridge overhead p50/p99 ms", lambda r: _pair(r.overhead_ms, 1)),
-    ("underruns n / s / calls", lambda r: (
-        f"{r.underruns} / {r.underrun_s:.2f} / {r.calls_with_underruns}")),
+    (
+        "underruns n / s / calls",
+        lambda r: f"{r.underruns} / {r.underrun_s:.2f} / {r.calls_with_underruns}",
+    ),
     ("bridge-side underruns", lambda r: str(r.bridge_underruns)),
-    ("inbound backlog p99/max ms", lambda r: f"{_num(r.backlog_ms.p99)} / {_num(r.backlog_ms.max)}"),
+    (
+        "inbound backlog p99/max ms",
+        lambda r: f"{_num(r.backlog_ms.p99)} / {_num(r.backlog_ms.max)}",
+    ),
     ("mark echo lag p50/p99 ms", lambda r: _pair(r.echo_lag_ms)),
-    ("errors fail/viol/say/bridge/log", lambda r: (
-        f"{r.calls_failed}/{r.protocol_violations}/{r.say_errors}/{r.bridge_errors}/"
-        f"{r.log_errors}")),
+    (
+        "errors fail/viol/say/bridge/log",
+        lambda r: (
+            f"{r.calls_failed}/{r.protocol_violations}/{r.say_errors}/{r.bridge_errors}/"
+            f"{r.log_errors}"
+        ),
+    ),
     ("clears (barge-in)", lambda r: str(r.clears)),
-    ("bridge CPU % / RSS MiB", lambda r: (
-        f"{_num(r.bridge_cpu_pct)} / {_num(r.bridge_rss_mib)}")),
-    ("generator CPU % / TTS CPU %", lambda r: (
-        f"{_num(r.generator_cpu_pct)} / {_num(r.tts_cpu_pct)}")),
+    ("bridge CPU % / RSS MiB", lambda r: f"{_num(r.bridge_cpu_pct)} / {_num(r.bridge_rss_mib)}"),
+    (
+        "generator CPU % / TTS CPU %",
+        lambda r: f"{_num(r.generator_cpu_pct)} / {_num(r.tts_cpu_pct)}",
+    ),
+    ("other load CPU % (procs, steal)", lambda r: _num(r.other_cpu_pct)),
     ("generator lag p50/p99 ms", lambda r: _pair(r.generator_lag_ms, 1)),
-    ("send late/call mean,max p99 ms", lambda r: (
-        f"{_num(r.send_late_mean_ms.p99, 1)} , {_num(r.send_late_max_ms.p99, 1)}")),
+    (
+        "send late/call mean,max p99 ms",
+        lambda r: f"{_num(r.send_late_mean_ms.p99, 1)} , {_num(r.send_late_max_ms.p99, 1)}",
+    ),
 ]
 
 

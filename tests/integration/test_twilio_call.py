@@ -12,7 +12,7 @@ import pytest
 from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
 from bridge.telephony.twilio import compute_signature
-from tests.servers import DEFAULT_TOKEN, running_bridge, running_tts, make_settings
+from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, running_tts
 from tests.speech import assert_is_speech
 
 CALL_TASK_PREFIXES = ("sender-", "speaker-", "speak-")

@@ -27,7 +27,7 @@ def get_engine(settings: TTSServerSettings) -> Engine:
             piper_voice=settings.piper_voice,
         )
     if settings.engine == "silma":
-        from bridge.tts_server.engines.silma import load_silma_engine
+        from bridge.tts_server.engines.silma import build_silma_engine
 
-        return load_silma_engine()
+        return build_silma_engine(settings)
     raise ConfigError(f"unknown TTS engine {settings.engine!r}: expected piper, sim or silma")

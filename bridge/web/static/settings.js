@@ -119,9 +119,9 @@ function showPool(stats) {
   $("stat-ready").textContent = String(stats.ready);
   $("stat-in-use").textContent = String(stats.in_use);
   const ratio = $("stat-ratio");
-  ratio.textContent = `${Math.round(stats.ready_ratio * 100)} % ` +
-    `(target ${Math.round(stats.ready_ratio_target * 100)} %)`;
+  ratio.textContent = `${Math.round(stats.ready_ratio * 100)} %`;
   ratio.className = stats.ready_ratio_ok ? "ok" : "bad";
+  $("stat-ratio-target").textContent = `target ${Math.round(stats.ready_ratio_target * 100)} %`;
   const health = stats.server_health.status;
   $("stat-health").textContent = health;
   $("stat-health").className = health === "ok" ? "ok" : health === "unchecked" ? "" : "bad";
@@ -216,6 +216,7 @@ async function preview(event) {
     const audio = $("preview-audio");
     audio.src = previewUrl;
     audio.play().catch(() => {}); // autoplay may be blocked: the controls still play it
+    refreshPool(); // the preview went through the pool
   } finally {
     button.disabled = false;
   }

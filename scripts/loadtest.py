@@ -1,0 +1,757 @@
+"""Load test: N concurrent emulated Twilio/Plivo calls on one bridge process pinned to one core.
+
+    .venv/bin/pip install -e '.[bench]'      # psutil, matplotlib
+    .venv/bin/python scripts/loadtest.py --levels 25,100,200 --duration 20 --plot out.png
+
+Unless --bridge-url is given, starts the sim TTS server (GPU-like: first audio 0.15 s, RTF 0.12,
+never busy) and `python -m bridge serve` with a temporary SQLite database; the bridge runs on
+core 0, this generator and the TTS server on the other cores. Per level, calls ramp up over
+--ramp-up s, then talk for --duration s: after the greeting each call asks POST /calls/{id}/say
+for a three-sentence reply, waits until the emulated provider has played it out (its mark
+echoed), asks again, and so on; caller audio (silence or low noise) flows in real time the
+whole time. Then every call hangs up and the next level starts.
+
+What it measures, per level (the steady window, after ramp-up):
+- TTFA: say request -> first media frame at the caller (per reply; the emulator's timings).
+- bridge overhead, bridge TTFA, mark echo lag: from GET /calls/{id}/trace of a sample of calls.
+  Echo lag = playout_lag_ms (last frame sent -> echo read by the bridge) minus the utterance's
+  max lead (the audio the caller still had buffered when the last frame went): what remains
+  is how late the bridge read the echo behind the caller's inbound audio.
+- inbound backlog: bytes the bridge has not read yet on each call's socket (rx_queue in
+  /proc/net/tcp, sampled each second), in ms of caller audio at the provider's message size.
+- underruns (the emulator's jitter buffer ran dry inside an utterance), errors, clears, CPU of
+  the bridge / TTS server / generator (psutil) and the bridge's RSS.
+- the generator's own lateness: an event-loop probe (every 10 ms) and each call's media sender
+  (how late it woke vs its schedule). A level is INVALID when the generator fell behind (probe
+  p99 > 20 ms or its cores saturated): then the numbers measure the generator, not the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import secrets
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+from loadtest_lib import servers
+from loadtest_lib.stats import (
+    MAX_OTHER_CPU_PCT,
+    Dist,
+    LevelResult,
+    format_table,
+    invalid_reasons,
+    percentile,
+    prometheus_totals,
+    saturation_level,
+    scan_log,
+    tcp_receive_queues,
+)
+
+from bridge.audio.mulaw import lin2ulaw
+from bridge.emulator.peer import FRAME_SECONDS, CallEmulator, describe, emulator_class
+from bridge.emulator.report import UtteranceTiming
+from bridge.errors import BridgeError
+
+GREETING = "Hello, and thank you for calling the SILMA demo line. How can I help you today?"
+# Three short sentences (~5 s of sim speech): several replies per call and level.
+REPLY = "Your table is booked for eight. We will text you a reminder. Anything else for today?"
+MAX_CALLS = 2000  # per level: bounded, whatever the command line says
+MAX_DURATION_S = 600.0
+SETUP_TIMEOUT_S = 15.0  # answer webhook + stream open, per call
+MARK_TIMEOUT_S = 30.0  # a reply not played out by then counts the call as failed
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
+LAG_PROBE_S = 0.01
+DRAIN_TIMEOUT_S = 30.0  # between levels: wait for the bridge to end every call
+WS_CLIENT_FRAME_OVERHEAD = 8  # header + mask of a masked text frame of 126-65535 bytes
+
+
+# --- one call ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CallRecord:
+    provider: str
+    emulator: CallEmulator | None = None
+    up: bool = False  # the media stream opened
+    error: str | None = None
+    replies: list[tuple[float, UtteranceTiming]] = field(default_factory=list)  # (asked, timing)
+    say_errors: list[str] = field(default_factory=list)
+    trace: dict[str, Any] | None = None
+    underruns_before: tuple[int, float] = (0, 0.0)  # at the steady window's start
+
+
+@dataclass
+class Shared:
+    """What every call of a run uses."""
+
+    http: aiohttp.ClientSession
+    base: str
+    headers: dict[str, str]  # the API token
+    caller_audio: bytes | None
+
+
+async def _wait_marks(em: CallEmulator, count: int) -> None:
+    try:
+        async with asyncio.timeout(MARK_TIMEOUT_S):
+            await em.wait_for_marks(count)
+    except TimeoutError:
+        # Not the level's end (that cancels this wait from outside): a stuck reply.
+        raise BridgeError(f"reply not played out within {MARK_TIMEOUT_S:.0f} s") from None
+
+
+async def run_call(
+    rec: CallRecord, sh: Shared, start_at: float, end_at: float, fpw: int, want_trace: bool
+) -> None:
+    """Ring, talk until `end_at` (loop time), fetch the trace if asked, hang up."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(start_at - loop.time())
+    cls = emulator_class(rec.provider)
+    wire = cls.wire_type
+    try:
+        async with asyncio.timeout(SETUP_TIMEOUT_S):
+            answer = await wire.answer(sh.http, f"{sh.base}{wire.answer_path}", None)
+    except (BridgeError, TimeoutError) as exc:
+        rec.error = f"answer webhook: {describe(exc)}"
+        return
+    em = cls(
+        sh.http,
+        answer.stream_url,
+        call_sid=answer.call_sid,
+        account_sid=answer.account_sid,
+        parameters=answer.parameters,
+        caller_audio=sh.caller_audio,
+        record=False,
+        frames_per_wakeup=fpw,
+    )
+    rec.emulator = em
+    try:
+        async with asyncio.timeout(SETUP_TIMEOUT_S):
+            await em.connect(greetings=1)
+    except (BridgeError, TimeoutError) as exc:
+        await em.abort()
+        rec.error = f"media stream: {describe(exc)}"
+        return
+    rec.up = True
+    try:
+        async with asyncio.timeout_at(end_at):
+            await _wait_marks(em, 1)
+            while True:
+                target = em.marks_settled + 1
+                rec.replies.append((loop.time(), em.expect_utterance("reply")))
+                problem = await _say(sh, em.call_sid)
+                if problem is not None:
+                    rec.say_errors.append(problem)
+                    rec.replies.pop()
+                    await asyncio.sleep(end_at - loop.time())  # keep the call up, stop asking
+                await _wait_marks(em, target)
+    except TimeoutError:
+        pass  # the level is over
+    except BridgeError as exc:
+        rec.error = str(exc)
+    if want_trace:
+        rec.trace = await _get_trace(sh, em.call_sid)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            await em.stop()
+    rec.error = rec.error or em.close_reason
+
+
+async def _say(sh: Shared, call_id: str) -> str | None:
+    url = f"{sh.base}/calls/{call_id}/say"
+    try:
+        async with sh.http.post(
+            url, json={"text": REPLY}, headers=sh.headers, timeout=HTTP_TIMEOUT
+        ) as resp:
+            if resp.status == 202:
+                return None
+            return f"say: HTTP {resp.status} {(await resp.text())[:120]}"
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return f"say: {describe(exc)}"
+
+
+async def _get_trace(sh: Shared, call_id: str) -> dict[str, Any] | None:
+    try:
+        async with sh.http.get(
+            f"{sh.base}/calls/{call_id}/trace", headers=sh.headers, timeout=HTTP_TIMEOUT
+        ) as resp:
+            if resp.status == 200:
+                data = await resp.json(loads=orjson.loads)
+                return data if isinstance(data, dict) else None
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        pass
+    return None
+
+
+async def _metrics(sh: Shared) -> dict[str, float]:
+    try:
+        async with sh.http.get(f"{sh.base}/metrics", timeout=HTTP_TIMEOUT) as resp:
+            return prometheus_totals(await resp.text()) if resp.status == 200 else {}
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return {}
+
+
+async def _live_calls(sh: Shared) -> int | None:
+    try:
+        async with sh.http.get(f"{sh.base}/health", timeout=HTTP_TIMEOUT) as resp:
+            return int((await resp.json())["live_calls"])
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --- measuring the generator and the processes ------------------------------------------------
+
+
+class LagProbe:
+    """The generator's event-loop lag: how late a 10 ms sleep wakes (every media send waits
+    on the same loop)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []  # ms
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.samples.append(max(0.0, time.perf_counter() - t - LAG_PROBE_S) * 1000)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class CpuMeter:
+    """CPU seconds used between two snapshots, as % of one core: by one process (all its
+    threads), or by the whole machine. Unknown (None) without a process to watch."""
+
+    def __init__(self, read: Callable[[], float] | None, proc: Any = None) -> None:
+        self._read = read
+        self.proc = proc
+        self._t0 = time.monotonic()
+        self._cpu0 = read() if read else 0.0
+
+    @classmethod
+    def process(cls, pid: int | None) -> CpuMeter:
+        import psutil
+
+        if pid is None:
+            return cls(None)
+        proc = psutil.Process(pid)
+
+        def read() -> float:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # it ended: the level's numbers say so elsewhere
+                return 0.0
+            return float(times.user + times.system)
+
+        return cls(read, proc)
+
+    @classmethod
+    def machine(cls) -> CpuMeter:
+        import psutil
+
+        def read() -> float:
+            times = psutil.cpu_times()._asdict()
+            # Busy time, hypervisor steal included; guest time is already inside user/nice.
+            idle = ("idle", "iowait", "guest", "guest_nice")
+            return float(sum(v for k, v in times.items() if k not in idle))
+
+        return cls(read)
+
+    def restart(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = self._read() if self._read else 0.0
+
+    def percent(self) -> float | None:
+        wall = time.monotonic() - self._t0
+        if self._read is None or wall <= 0:
+            return None
+        return 100 * (self._read() - self._cpu0) / wall
+
+    def rss_mib(self) -> float | None:
+        import psutil
+
+        if self.proc is None:
+            return None
+        try:
+            return float(self.proc.memory_info().rss) / 2**20
+        except psutil.Error:
+            return None
+
+
+def inbound_bytes_per_second(plivo_share: float) -> float:
+    """What one call's caller audio costs on the wire, mixed by provider (silence payload)."""
+    sizes = {}
+    for provider in ("twilio", "plivo"):
+        wire = emulator_class(provider).wire_type(None, None, None)
+        wire.start()  # Plivo's media timestamps count from its start
+        sizes[provider] = len(wire.media(1, 0, "/" * 216)) + WS_CLIENT_FRAME_OVERHEAD
+    per_message = (1 - plivo_share) * sizes["twilio"] + plivo_share * sizes["plivo"]
+    return per_message / FRAME_SECONDS
+
+
+def noise_audio(seconds: float) -> bytes:
+    """Low noise (about -55 dBFS) as mu-law, for --caller-audio noise."""
+    rng = np.random.default_rng(7)
+    return lin2ulaw(rng.integers(-60, 61, int(seconds * 8000), dtype=np.int16))
+
+
+# --- one level --------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    shared: Shared
+    bridge_pid: int | None
+    tts_pid: int | None
+    bridge_port: int | None  # to read its sockets' receive queues (loopback only)
+    bridge_log: Path | None
+    ramp_up_s: float
+    duration_s: float
+    plivo_share: float
+    frames_per_wakeup: int | None
+    trace_sample: int
+    inbound_bps: float
+    generator_cores: int
+
+
+def _providers(n: int, plivo_share: float) -> list[str]:
+    plivo = round(n * plivo_share)
+    mix = ["plivo"] * plivo + ["twilio"] * (n - plivo)
+    random.Random(n).shuffle(mix)
+    return mix
+
+
+def _backlog_ms(port: int, bps: float) -> list[float]:
+    try:
+        text = Path("/proc/net/tcp").read_text()
+    except OSError:
+        return []
+    return [q / bps * 1000 for q in tcp_receive_queues(text, port)]
+
+
+async def run_level(setup: Setup, n: int) -> LevelResult:
+    loop = asyncio.get_running_loop()
+    sh = setup.shared
+    fpw = setup.frames_per_wakeup or (5 if n > 100 else 1)
+    result = LevelResult(calls=n, duration_s=setup.duration_s, frames_per_wakeup=fpw)
+    records = [CallRecord(p) for p in _providers(n, setup.plivo_share)]
+    trace_every = max(1, n // max(1, setup.trace_sample))
+    t_start = loop.time()
+    ramp_end = t_start + setup.ramp_up_s
+    end = ramp_end + setup.duration_s
+    tasks = [
+        asyncio.create_task(
+            run_call(rec, sh, t_start + i * setup.ramp_up_s / n, end, fpw, i % trace_every == 0)
+        )
+        for i, rec in enumerate(records)
+    ]
+    probe = LagProbe()
+    probe.start()
+    bridge, tts = CpuMeter.process(setup.bridge_pid), CpuMeter.process(setup.tts_pid)
+    gen, machine = CpuMeter.process(os.getpid()), CpuMeter.machine()
+    tick_cpu = CpuMeter.process(setup.bridge_pid)
+    log_offset = setup.bridge_log.stat().st_size if setup.bridge_log else 0
+    metrics0: dict[str, float] = {}
+    backlog: list[float] = []
+    rss: list[float] = []
+    steady_t0: float | None = None
+    next_tick = t_start + 1
+    while (now := loop.time()) < end:
+        await asyncio.sleep(max(0.0, min(next_tick, end) - now))
+        next_tick += 1
+        if steady_t0 is None and loop.time() >= ramp_end:
+            steady_t0 = loop.time()
+            for rec in records:
+                if (em := rec.emulator) is not None:
+                    em.reset_media_lateness()
+                    rec.underruns_before = (em.playout.underruns, em.playout.underrun_seconds)
+            gc.freeze()  # the calls' long-lived objects too: young collections stay short
+            probe.samples.clear()
+            for meter in (bridge, tts, gen, machine):
+                meter.restart()
+            metrics0 = await _metrics(sh)
+        queues = _backlog_ms(setup.bridge_port, setup.inbound_bps) if setup.bridge_port else []
+        if steady_t0 is not None:
+            backlog += queues
+            if (mib := bridge.rss_mib()) is not None:
+                rss.append(mib)
+        _progress(
+            n,
+            records,
+            loop.time() - t_start,
+            steady_t0 is not None,
+            probe.samples[-int(1 / LAG_PROBE_S) :],
+            tick_cpu.percent(),
+            queues,
+        )
+        tick_cpu.restart()
+    steady_t0 = steady_t0 if steady_t0 is not None else t_start
+    result.bridge_cpu_pct, result.tts_cpu_pct = bridge.percent(), tts.percent()
+    result.generator_cpu_pct = gen.percent()
+    if (total := machine.percent()) is not None:
+        ours = (result.bridge_cpu_pct or 0) + (result.tts_cpu_pct or 0)
+        result.other_cpu_pct = max(0.0, total - ours - (result.generator_cpu_pct or 0))
+    result.bridge_rss_mib = max(rss, default=None)
+    lag = list(probe.samples)
+    late_mean = [
+        1000 * e.media_lateness_sum_s / e.media_wakeups
+        for r in records
+        if r.up and (e := r.emulator) is not None and e.media_wakeups
+    ]
+    late_max = [
+        1000 * e.media_lateness_max_s
+        for r in records
+        if r.up and (e := r.emulator) is not None and e.media_wakeups
+    ]
+    await probe.stop()
+    _, pending = await asyncio.wait(tasks, timeout=MARK_TIMEOUT_S + 30)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    metrics1 = await _metrics(sh)
+
+    _fill(result, records, steady_t0, end)
+    result.backlog_ms = Dist.of(backlog)
+    result.generator_lag_ms = Dist.of(lag)
+    result.send_late_mean_ms = Dist.of(late_mean)
+    result.send_late_max_ms = Dist.of(late_max)
+
+    def delta(name: str) -> int:
+        return round(metrics1.get(name, 0.0) - metrics0.get(name, 0.0))
+
+    result.bridge_errors = delta("bridge_errors_total")
+    result.bridge_underruns = delta("bridge_underruns_total")
+    if setup.bridge_log is not None:
+        with setup.bridge_log.open(errors="replace") as f:
+            f.seek(log_offset)
+            result.log_errors, examples = scan_log(f)
+        result.examples += [f"bridge log: {e}" for e in examples]
+    result.invalid = invalid_reasons(
+        result.generator_lag_ms.p99,
+        result.generator_cpu_pct,
+        result.tts_cpu_pct,
+        setup.generator_cores,
+        result.other_cpu_pct if setup.bridge_pid is not None else None,
+    )
+    return result
+
+
+def _progress(
+    n: int,
+    records: list[CallRecord],
+    elapsed: float,
+    steady: bool,
+    lag_last_s: list[float],
+    bridge_cpu: float | None,
+    backlog: list[float],
+) -> None:
+    ems = [r.emulator for r in records if r.up and r.emulator is not None]
+    print(
+        f"[{n:>4} calls] {'steady' if steady else 'ramp  '} t={elapsed:5.1f}s  "
+        f"up {sum(not e.closed for e in ems):>4}/{n}  "
+        f"utterances done {sum(e.marks_settled for e in ems):>5}  "
+        f"underruns {sum(e.playout.underruns for e in ems):>4}  "
+        f"gen lateness p99 {percentile(lag_last_s, 99) or 0:5.1f} ms  "
+        f"bridge CPU {'-' if bridge_cpu is None else f'{bridge_cpu:3.0f}%'}  "
+        f"inbound backlog max {max(backlog, default=0):4.0f} ms",
+        flush=True,
+    )
+
+
+def _fill(result: LevelResult, records: list[CallRecord], steady_t0: float, end: float) -> None:
+    """The per-call part of a level's result."""
+    ttfa, greeting, overhead, bridge_ttfa, echo = [], [], [], [], []
+    examples: list[str] = []
+    for rec in records:
+        result.calls_up += rec.up
+        result.say_errors += len(rec.say_errors)
+        problems = ([rec.error] if rec.error else []) + rec.say_errors
+        if rec.error:
+            result.calls_failed += 1
+        em = rec.emulator
+        if em is not None and rec.up:
+            report = em.report()
+            underruns = report.underruns - rec.underruns_before[0]
+            result.underruns += underruns
+            result.underrun_s += report.underrun_seconds - rec.underruns_before[1]
+            result.calls_with_underruns += underruns > 0
+            result.protocol_violations += len(report.protocol_violations)
+            result.clears += len(em.clear_times)
+            problems += report.protocol_violations
+            first = report.utterances[0] if report.utterances else None
+            if first is not None and first.first_audio_s is not None:
+                greeting.append(first.first_audio_s * 1000)
+        for asked, timing in rec.replies:
+            if not steady_t0 <= asked < end:
+                continue
+            result.utterances += 1
+            if timing.first_audio_s is not None:
+                ttfa.append(timing.first_audio_s * 1000)
+            if timing.playout_done_s is not None and not timing.cleared:
+                result.utterances_played += 1
+        for utt in (rec.trace or {}).get("utterance_traces", []):
+            if (v := utt.get("bridge_overhead_ms")) is not None:
+                overhead.append(v)
+            if (v := utt.get("time_to_first_audio_ms")) is not None:
+                bridge_ttfa.append(v)
+            if (v := utt.get("playout_lag_ms")) is not None and utt.get("outcome") == "played":
+                echo.append(v - utt.get("max_lead_ms", 0.0))
+        for p in problems:
+            if p not in examples and len(examples) < 5:
+                examples.append(p)
+    result.ttfa_ms = Dist.of(ttfa)
+    result.greeting_ttfa_ms = Dist.of(greeting)
+    result.overhead_ms = Dist.of(overhead)
+    result.bridge_ttfa_ms = Dist.of(bridge_ttfa)
+    result.echo_lag_ms = Dist.of(echo)
+    result.examples = examples
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Load-test one bridge process with emulated Twilio/Plivo calls.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--calls", type=int, help="concurrent calls (one level)")
+    size.add_argument("--levels", help="sweep: comma-separated call counts, one run each")
+    p.add_argument("--duration", type=float, default=20.0, help="steady seconds per level")
+    p.add_argument("--ramp-up", type=float, default=5.0, help="seconds to start a level's calls")
+    p.add_argument("--plivo-share", type=float, default=0.3, help="fraction of Plivo calls")
+    p.add_argument(
+        "--caller-audio",
+        choices=("silence", "noise"),
+        default="silence",
+        help="what callers send: mu-law silence (0xFF) or low noise",
+    )
+    p.add_argument(
+        "--frames-per-wakeup",
+        type=int,
+        help="caller frames sent per wakeup (default: 1, or 5 above 100 calls)",
+    )
+    p.add_argument(
+        "--trace-sample", type=int, default=40, help="calls per level whose bridge trace is fetched"
+    )
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--plot", type=Path, help="write a PNG of TTFA and underruns vs calls")
+    p.add_argument(
+        "--out-dir", type=Path, help="logs and database (default: artifacts/loadtest-<time>)"
+    )
+    ext = p.add_argument_group("an already running bridge (no processes started)")
+    ext.add_argument("--bridge-url", help="e.g. http://127.0.0.1:8080")
+    ext.add_argument("--bridge-pid", type=int, help="its pid, to measure its CPU and memory")
+    ext.add_argument(
+        "--token",
+        default=os.environ.get("BRIDGE_DEFAULT_USER_TOKEN", ""),
+        help="its API token (default: $BRIDGE_DEFAULT_USER_TOKEN)",
+    )
+    own = p.add_argument_group("the processes this script starts")
+    own.add_argument("--bridge-cpu", type=int, default=0, help="core the bridge is pinned to")
+    own.add_argument("--sim-first-audio", type=float, default=0.15, help="TTS first audio (s)")
+    own.add_argument("--sim-rtf", type=float, default=0.12, help="TTS real-time factor")
+    own.add_argument(
+        "--bridge-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra BRIDGE_* setting for the bridge (repeatable)",
+    )
+    args = p.parse_args(argv)
+    raw = [args.calls] if args.calls else [int(x) for x in (args.levels or "25").split(",")]
+    if not raw or any(not 1 <= c <= MAX_CALLS for c in raw) or len(raw) > 10:
+        p.error(f"1 to 10 levels of 1 to {MAX_CALLS} calls")
+    if not 1 <= args.duration <= MAX_DURATION_S or not 0 <= args.ramp_up <= 120:
+        p.error(f"--duration 1-{MAX_DURATION_S:.0f} s and --ramp-up 0-120 s")
+    if not 0 <= args.plivo_share <= 1:
+        p.error("--plivo-share is a fraction, 0-1")
+    args.level_list = raw
+    return args
+
+
+def _cores(bridge_cpu: int) -> tuple[set[int] | None, set[int] | None]:
+    """(bridge's cores, everyone else's), or (None, None) where pinning is impossible."""
+    available = os.sched_getaffinity(0)
+    if bridge_cpu not in available or len(available) < 2:
+        print(
+            f"warning: cannot pin the bridge to core {bridge_cpu} of {sorted(available)}; "
+            "running unpinned",
+            file=sys.stderr,
+        )
+        return None, None
+    return {bridge_cpu}, available - {bridge_cpu}
+
+
+async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
+    children: list[servers.Child] = []
+    bridge_cpus, other_cpus = (None, None) if args.bridge_url else _cores(args.bridge_cpu)
+    try:
+        base, token, bridge_pid = args.bridge_url, args.token, args.bridge_pid
+        tts_pid: int | None = None
+        log: Path | None = None
+        if not args.bridge_url:
+            token = secrets.token_urlsafe(24)
+            extra = dict(kv.split("=", 1) for kv in args.bridge_env)
+            # Blocking start-up: nothing else runs yet. The first start renders the sim's speech.
+            tts = servers.start_tts(
+                out_dir,
+                other_cpus,
+                first_audio_s=args.sim_first_audio,
+                rtf=args.sim_rtf,
+                engine="sim",
+            )
+            children.append(tts)
+            tts.wait_healthy("/health", 180)
+            bridge = servers.start_bridge(
+                out_dir,
+                bridge_cpus,
+                tts_url=tts.url,
+                token=token,
+                greeting=GREETING,
+                extra_env=extra,
+            )
+            children.append(bridge)
+            bridge.wait_healthy("/health", 60)
+            base, bridge_pid, tts_pid, log = bridge.url, bridge.pid, tts.pid, bridge.log_path
+            print(
+                f"tts-server pid {tts.pid} on cores {sorted(other_cpus or [])}, bridge pid "
+                f"{bridge.pid} at {base} on cores {sorted(bridge_cpus or [])}; logs in {out_dir}",
+                flush=True,
+            )
+        if other_cpus:
+            os.sched_setaffinity(0, other_cpus)
+        idle = CpuMeter.machine()
+        await asyncio.sleep(1)  # nothing of ours is busy yet: whatever runs is someone else's
+        if (busy := idle.percent()) is not None and busy > MAX_OTHER_CPU_PCT:
+            print(
+                f"warning: the machine is already {busy:.0f}% busy (see `uptime`): "
+                "levels will likely be INVALID",
+                file=sys.stderr,
+                flush=True,
+            )
+        host, _, port = base.removeprefix("http://").partition(":")
+        longest = args.ramp_up + args.duration + MARK_TIMEOUT_S + 60
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            setup = Setup(
+                shared=Shared(
+                    http,
+                    base.rstrip("/"),
+                    {"Authorization": f"Bearer {token}"} if token else {},
+                    noise_audio(longest) if args.caller_audio == "noise" else None,
+                ),
+                bridge_pid=bridge_pid,
+                tts_pid=tts_pid,
+                bridge_port=int(port.split("/")[0]) if host == "127.0.0.1" and port else None,
+                bridge_log=log,
+                ramp_up_s=args.ramp_up,
+                duration_s=args.duration,
+                plivo_share=args.plivo_share,
+                frames_per_wakeup=args.frames_per_wakeup,
+                trace_sample=args.trace_sample,
+                inbound_bps=inbound_bytes_per_second(args.plivo_share),
+                generator_cores=len(other_cpus) if other_cpus else 1,
+            )
+            results = []
+            for n in args.level_list:
+                # A full collection walks every live object (~80 ms after the imports here): a
+                # pause that would count as generator lateness. Frozen ones are not walked.
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
+                results.append(await run_level(setup, n))
+                print(format_table(results[-1:]), flush=True)
+                for example in results[-1].examples:
+                    print(f"  e.g. {example}", flush=True)
+                deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                while (await _live_calls(setup.shared)) not in (0, None):
+                    if time.monotonic() > deadline:
+                        print("warning: the bridge still has live calls", file=sys.stderr)
+                        break
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(2)  # let the bridge settle between levels
+            return results
+    finally:
+        for child in reversed(children):
+            code = child.stop()
+            if code not in (0, None, -15):
+                print(
+                    f"warning: {child.name} exited with {code}; see {child.log_path}",
+                    file=sys.stderr,
+                )
+
+
+def _run_async(coro: Coroutine[Any, Any, list[LevelResult]]) -> list[LevelResult]:
+    try:
+        import uvloop  # a faster loop: more calls before the generator falls behind
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import psutil  # noqa: F401 - fail early with the fix, not mid-run
+    except ImportError:
+        print("error: needs psutil and matplotlib: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    out_dir = args.out_dir or servers.REPO / "artifacts" / time.strftime("loadtest-%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = _run_async(run(args, out_dir))
+    except (RuntimeError, BridgeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print("\n" + format_table(results))
+    if (level := saturation_level(results)) is not None:
+        print(f"bridge core saturated (>= 90% CPU) at {level} calls")
+    if args.json:
+        args.json.write_text(
+            orjson.dumps(
+                {
+                    "config": {
+                        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                    },
+                    "levels": [r.to_json() for r in results],
+                    "logs": str(out_dir),
+                },
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+        print(f"results: {args.json}")
+    if args.plot:
+        from loadtest_lib.plot import write_plot
+
+        write_plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    if not args.bridge_url:
+        print(f"bridge log: {out_dir / 'bridge.stderr.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The silma inference executor: one thread, earliest-deadline-first chunks, cancel drops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from bridge.tts_server.engines.silma.executor import InferenceExecutor, Job, pick
+
+RATE = 100  # samples per second: a chunk of 100 samples is 1 s of audio
+WAIT_S = 10.0
+
+
+def job(seq: int, *, submitted: float, first_ready: float | None = None, audio_s: float = 0.0) -> Job[str]:
+    made = Job(f"job{seq}", 5, lambda _: None, submitted, seq=seq)
+    made.first_ready, made.audio_s = first_ready, audio_s
+    return made
+
+
+def test_a_first_chunk_goes_before_a_reply_that_is_ahead_of_real_time() -> None:
+    long_reply = job(0, submitted=0.0, first_ready=1.0, audio_s=6.0)  # due at 7.0
+    newcomer = job(1, submitted=2.0)  # no audio yet: due now
+    assert pick([long_reply, newcomer]) is newcomer
+
+
+def test_a_reply_about_to_run_dry_goes_before_a_later_newcomer() -> None:
+    running_dry = job(0, submitted=0.0, first_ready=1.0, audio_s=0.5)  # due at 1.5
+    newcomer = job(1, submitted=2.0)
+    assert pick([newcomer, running_dry]) is running_dry
+
+
+def test_ties_go_to_the_oldest_request() -> None:
+    first, second = job(0, submitted=1.0), job(1, submitted=1.0)
+    assert pick([second, first]) is first
+
+
+class Recorder:
+    """A fake model: each chunk is 1 s of audio; the runner can be held at a gate."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, work: str, index: int) -> np.ndarray:
+        self.gate.wait(WAIT_S)
+        self.ran.append((work, index))
+        return np.full(RATE, index, dtype=np.float32)
+
+
+async def drain(queue: asyncio.Queue[object]) -> list[np.ndarray]:
+    chunks = []
+    while (item := await asyncio.wait_for(queue.get(), WAIT_S)) is not None:
+        assert isinstance(item, np.ndarray)
+        chunks.append(item)
+    return chunks
+
+
+async def test_chunks_of_concurrent_requests_interleave_first_chunks_first() -> None:
+    model = Recorder()
+    executor: InferenceExecutor[str] = InferenceExecutor(model, RATE)
+    loop = asyncio.get_running_loop()
+    try:
+        model.gate.clear()  # hold the thread so that both requests are queued together
+        _, long_queue = executor.submit("long", 4, loop)
+        await asyncio.sleep(0.05)  # the thread has taken long[0] and waits at the gate
+        _, short_queue = executor.submit("short", 2, loop)
+        model.gate.set()
+        long_chunks, short_chunks = await asyncio.gather(drain(long_queue), drain(short_queue))
+    finally:
+        executor.close()
+    assert [c[0] for c in long_chunks] == [0, 1, 2, 3]
+    assert [c[0] for c in short_chunks] == [0, 1]
+    # The newcomer's first chunk did not wait for the long reply: it ran right after long[0].
+    assert model.ran[:2] == [("long", 0), ("short", 0)]
+
+
+async def test_cancel_drops_the_queued_chunks() -> None:
+    model = Recorder()
+    executor: InferenceExecutor[str] = InferenceExecutor(model, RATE)
+    loop = asyncio.get_running_loop()
+    try:
+        model.gate.clear()
+        doomed, queue = executor.submit("doomed", 10, loop)
+        await asyncio.sleep(0.05)  # chunk 0 is in progress
+        executor.cancel(doomed)
+        assert executor.dropped_chunks == 9  # all but the one in progress
+        assert executor.queued_chunks == 0
+        model.gate.set()
+        _, other = executor.submit("other", 1, loop)
+        assert len(await drain(other)) == 1
+    finally:
+        executor.close()
+    assert model.ran == [("doomed", 0), ("other", 0)]
+    assert queue.empty()  # the finished chunk of a cancelled request is discarded
+
+
+async def test_a_failing_chunk_ends_its_request_with_the_error_only() -> None:
+    def run(work: str, index: int) -> np.ndarray:
+        if work == "bad":
+            raise ValueError("boom")
+        return np.zeros(RATE, dtype=np.float32)
+
+    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE)
+    loop = asyncio.get_running_loop()
+    try:
+        _, bad = executor.submit("bad", 3, loop)
+        _, good = executor.submit("good", 2, loop)
+        failure = await asyncio.wait_for(bad.get(), WAIT_S)
+        assert isinstance(failure, ValueError)
+        assert len(await drain(good)) == 2
+    finally:
+        executor.close()
+    assert executor.queued_chunks == 0
