@@ -15,7 +15,6 @@ from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT, BridgeContext
 
-
 DEFAULT_TOKEN = "test-default-user-token"  # the default user's access token in tests
 
 

@@ -690,12 +690,10 @@ async def run_call(
     deadline = asyncio.get_running_loop().time() + max_seconds
     try:
         try:
-            emulator = await asyncio.wait_for(
-                _place_call(
+            async with asyncio.timeout(max_seconds):
+                emulator = await _place_call(
                     cls, http, base, user_path, auth_token, caller_audio, connect_url, wait_marks
-                ),
-                timeout=max_seconds,
-            )
+                )
         except TimeoutError as exc:
             raise CallFailed(f"no call set up within {max_seconds} s") from exc
         try:

@@ -99,7 +99,8 @@ class SilmaConnection:
     async def _handshake(ws: aiohttp.ClientWebSocketResponse) -> p.ServerHello | None:
         await ws.send_str(p.build_hello().decode())
         try:
-            msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                msg = await ws.receive()
         except TimeoutError:
             return None  # a seed server may stay silent on an unknown message
         if msg.type != aiohttp.WSMsgType.TEXT:

@@ -35,7 +35,8 @@ class LocalTTSServer:
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(*self._args)
         try:
-            await asyncio.wait_for(self._wait_ready(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self._wait_ready()
         except (TimeoutError, TTSUnavailable):
             await self.stop()
             raise TTSUnavailable(f"local TTS server did not become ready at {self.url}") from None
@@ -60,7 +61,8 @@ class LocalTTSServer:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -198,8 +198,11 @@ class SilmaPool:
                 next_health = self._now() + self._health_interval_s
             deadline = min(d for d in (self._core.next_deadline(now), next_health) if d)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # races the event, and close() would then wait on this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.01, deadline - self._now()))
+                async with asyncio.timeout(max(0.01, deadline - self._now())):
+                    await self._wake.wait()
             self._run(self._core.plan(self._now()))
 
     async def check_health(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from bridge.silma.pool import SilmaPool
 from bridge.silma.pool_core import PoolLimits
 from bridge.tools.delay_proxy import DelayProxy
 from bridge.tts_server import app as tts_app
-from tests.servers import running_tts, make_settings
+from tests.servers import make_settings, running_tts
 
 SENTENCE = "The pool keeps connections warm."
 

@@ -32,10 +32,10 @@ if importlib.util.find_spec("silma_tts") is None or importlib.util.find_spec("to
         raise RuntimeError("the [silma] extra is not installed (see pyproject.toml)")
     pytest.skip("the [silma] extra is not installed", allow_module_level=True)
 
-from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine  # noqa: E402
-from bridge.tts_server.engines.silma.model import ModelFiles, SamplingConfig  # noqa: E402
-from bridge.tts_server.engines.silma.random_model import write_random_model  # noqa: E402
-from bridge.tts_server.engines.silma.text import pause_after, split_for_speech  # noqa: E402
+from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine
+from bridge.tts_server.engines.silma.model import ModelFiles, SamplingConfig
+from bridge.tts_server.engines.silma.random_model import write_random_model
+from bridge.tts_server.engines.silma.text import pause_after, split_for_speech
 
 WAIT_S = 60.0
 RATE = 24000
@@ -205,3 +205,12 @@ async def test_voice_registration_round_trip_over_the_server(engine: SilmaEngine
         assert "tts_server_engine_rtf " in metrics and "tts_server_engine_first_chunk_ms_p95 " in metrics
     finally:
         await server.close()
+
+
+def test_without_an_architecture_file_the_released_one_is_used() -> None:
+    from bridge.tts_server.engines.silma.model import MelConfig, _architecture
+    from bridge.tts_server.engines.silma.upstream import load_upstream
+
+    backbone, arch, mel = _architecture(load_upstream(), None)
+    assert (backbone, arch["dim"], arch["depth"], arch["heads"]) == ("DiT", 768, 18, 12)
+    assert mel == MelConfig()  # 24 kHz, 100 mel bands, hop 256: what the vocoder expects

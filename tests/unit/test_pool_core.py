@@ -66,7 +66,7 @@ def test_timed_out_waiter_is_forgotten():
 
 def test_failed_request_connection_is_retired_not_reused():
     core = warm_pool()
-    (waiter, slot), = core.want(1, 1.0).grant
+    (_waiter, slot), = core.want(1, 1.0).grant
     plan = core.released(slot, 2.0, reusable=False)
     assert plan.close == [slot]
     assert core.slots[slot].state is SlotState.RETIRED

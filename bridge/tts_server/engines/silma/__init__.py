@@ -26,7 +26,8 @@ def build_silma_engine(settings: TTSServerSettings) -> SilmaEngine:
     missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(
-            f"engine 'silma' needs the [silma] extra: {INSTALL_HINT} (missing: {', '.join(missing)})"
+            f"engine 'silma' needs the [silma] extra: {INSTALL_HINT} "
+            f"(missing: {', '.join(missing)})"
         )
 
     def path(value: str) -> Path | None:

@@ -119,6 +119,16 @@ class _Stats:
             }
 
 
+def _read_voice(path: Path, text: str) -> tuple[np.ndarray, int, str]:
+    if not text.strip():
+        raise ConfigError("silma_default_voice_text must be the transcript of silma_default_voice")
+    try:
+        audio, rate = decode_audio(path.read_bytes())
+    except (OSError, AudioFormatError) as exc:
+        raise ConfigError(f"silma_default_voice {path}: {exc}") from exc
+    return audio, rate, text
+
+
 def _ms(seconds: float) -> float:
     return round(float(seconds) * 1000, 1)
 
@@ -157,7 +167,8 @@ class SilmaEngine:
             # The first call pays for kernel selection and allocator growth: not a caller's.
             rng = np.random.default_rng(0)
             noise = (rng.standard_normal(self.sample_rate) * 0.05).astype(np.float32)
-            await self._collect(Utterance(WARM_UP_TEXT, noise, self.sample_rate, "Warm up.", seed=0))
+            warm_up = Utterance(WARM_UP_TEXT, noise, self.sample_rate, "Warm up.", seed=0)
+            await self._collect(warm_up)
 
     def _load(self) -> None:
         config = self.config
@@ -166,7 +177,7 @@ class SilmaEngine:
         )
         self.sample_rate = model.sample_rate
         if config.default_voice is not None:
-            self._default = self._read_default_voice(config.default_voice, config.default_voice_text)
+            self._default = _read_voice(config.default_voice, config.default_voice_text)
         self._normalizer.load()
         self._model = model
         self._executor = InferenceExecutor(self._run, model.sample_rate, on_chunk=self.stats.add)
@@ -174,16 +185,6 @@ class SilmaEngine:
             "silma_loaded", device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
             steps=config.sampling.steps, normalizer=self._normalizer.active,
         )
-
-    @staticmethod
-    def _read_default_voice(path: Path, text: str) -> tuple[np.ndarray, int, str]:
-        if not text.strip():
-            raise ConfigError("silma_default_voice_text must be the transcript of silma_default_voice")
-        try:
-            audio, rate = decode_audio(path.read_bytes())
-        except (OSError, AudioFormatError) as exc:
-            raise ConfigError(f"silma_default_voice {path}: {exc}") from exc
-        return audio, rate, text
 
     async def close(self) -> None:
         if self._executor is not None:
@@ -231,7 +232,9 @@ class SilmaEngine:
                     "reference_text (the transcript of the reference clip) is required by the "
                     "silma engine"
                 )
-            reference = (utterance.reference_audio, utterance.reference_rate, utterance.reference_text)
+            reference = (
+                utterance.reference_audio, utterance.reference_rate, utterance.reference_text
+            )
         elif self._default is not None:
             reference = self._default
         else:
@@ -252,7 +255,9 @@ class SilmaEngine:
         assert model is not None
 
         def make() -> Voice:
-            clip = prepare_clip(work.reference, work.reference_rate, work.reference_text, model.sample_rate)
+            clip = prepare_clip(
+                work.reference, work.reference_rate, work.reference_text, model.sample_rate
+            )
             return Voice(model.mel_frames(clip.audio), clip)
 
         key = content_key(work.reference, work.reference_rate, work.reference_text)

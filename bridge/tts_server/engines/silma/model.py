@@ -215,7 +215,9 @@ def load_model(
     try:
         cfm.load_state_dict(state)
     except RuntimeError as exc:
-        raise ConfigError(f"SILMA checkpoint {files.checkpoint} does not fit the architecture: {exc}") from exc
+        raise ConfigError(
+            f"SILMA checkpoint {files.checkpoint} does not fit the architecture: {exc}"
+        ) from exc
     cfm = cfm.to(dev, dt).eval()
     vocoder = _vocoder(upstream, files.vocoder, mel, dev)
     return SilmaModel(upstream, cfm, vocoder, mel, dev, dt, sampling)
@@ -273,7 +275,8 @@ def _model_state(torch: Any, path: Path) -> dict[str, Any]:
         key.removeprefix("ema_model."): value
         for key, value in state.items()
         # EMA bookkeeping, and mel buffers of old checkpoints (we compute mels ourselves)
-        if key not in ("initted", "step") and not key.startswith(("mel_spec.", "ema_model.mel_spec."))
+        if key not in ("initted", "step")
+        and not key.startswith(("mel_spec.", "ema_model.mel_spec."))
     }
 
 

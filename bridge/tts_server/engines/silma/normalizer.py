@@ -92,7 +92,9 @@ class TextNormalizer:
 
             key = f"{versions}-{lang}-cased"
             self._normalizers[lang], cached = cached_build(self.cache_dir, key, build)
-            log.info("silma_normalizer_ready", lang=lang, cached=cached, folder=str(self.cache_dir / key))
+            log.info(
+                "silma_normalizer_ready", lang=lang, cached=cached, folder=str(self.cache_dir / key)
+            )
 
     def __call__(self, text: str) -> str:
         normalizer = self._normalizers.get(language_of(text))

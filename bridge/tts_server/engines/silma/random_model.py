@@ -23,11 +23,13 @@ TINY_ARCH: dict[str, Any] = {
 TINY_VOCODER = {"dim": 32, "intermediate_dim": 64, "num_layers": 1}
 # The released vocoder (vocos-mel-24khz) and its 24 kHz, 100-band mel front end.
 FULL_VOCODER = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
-VOCAB = [" ", *string.ascii_letters, *string.digits, *".,;:!?'-\"()", *"،؛؟ابتثجحخدذرزسشصضطظعغفقكلمنهوي"]
+VOCAB = [
+    " ", *string.ascii_letters, *string.digits, *".,;:!?'-\"()", *"،؛؟ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
+]
 
 
 def write_random_model(folder: Path, *, tiny: bool = True, seed: int = 0) -> ModelFiles:
-    """Write checkpoint, vocab, vocoder and architecture files under `folder`; return their paths."""
+    """Write checkpoint, vocab, vocoder and architecture files under `folder`; return the paths."""
     upstream = load_upstream()
     torch = upstream.torch
     folder.mkdir(parents=True, exist_ok=True)

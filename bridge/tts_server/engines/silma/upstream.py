@@ -35,7 +35,9 @@ _lock = threading.Lock()
 class _Absent(types.ModuleType):
     """Stands in for a module (or any attribute of it) that the engine must never use."""
 
-    __path__: list[str] = []  # a package, so `from torchaudio.functional import x` resolves
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__path__: list[str] = []  # a package: `from torchaudio.functional import x` works
 
     def __getattr__(self, name: str) -> _Absent:
         if name.startswith("__"):
@@ -43,7 +45,7 @@ class _Absent(types.ModuleType):
         return _Absent(f"{self.__name__}.{name}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise RuntimeError(f"{self.__name__} is not loaded by the SILMA engine (not used on purpose)")
+        raise RuntimeError(f"{self.__name__} is not loaded by the SILMA engine (unused on purpose)")
 
 
 class _AbsentFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -101,7 +103,8 @@ def load_upstream() -> Upstream:
                 vocos_models = importlib.import_module("vocos.models")
                 vocos_heads = importlib.import_module("vocos.heads")
         except ImportError as exc:
-            raise ConfigError(f"engine 'silma' needs silma-tts and vocos ({exc}): {INSTALL_HINT}") from exc
+            hint = f"engine 'silma' needs silma-tts and vocos ({exc}): {INSTALL_HINT}"
+            raise ConfigError(hint) from exc
         from importlib.resources import files
 
         config = files("silma_tts").joinpath("config.yaml").read_text(encoding="utf-8")
