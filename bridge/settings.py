@@ -130,6 +130,8 @@ class Settings:
     public_url: str = "http://127.0.0.1:8080"
     log_format: str = "console"
     log_level: str = "info"
+    # OpenTelemetry: spans per call and utterance go to this OTLP/HTTP endpoint (the [otel] extra).
+    otlp_endpoint: str = ""
     # Per-user credentials: sqlite:///... (default, a file) or postgresql://... (scaled out).
     database_url: str = "sqlite+aiosqlite:///data/bridge.db"
     # Fernet key(s) encrypting stored secrets; comma-separated, the first encrypts (rotation).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bridge.call.session import CallSession
@@ -22,8 +23,10 @@ def _started_at(trace: CallTrace) -> float:
 class CallRegistry:
     """Implements the sessions' CallHooks."""
 
-    def __init__(self, metrics: BridgeMetrics, history: int = HISTORY) -> None:
+    def __init__(self, metrics: BridgeMetrics, history: int = HISTORY,
+                 on_call_ended: Callable[[CallTrace], None] | None = None) -> None:
         self.metrics = metrics
+        self._on_call_ended = on_call_ended  # e.g. OpenTelemetry export
         self.live: dict[str, CallSession] = {}
         self._ended: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._history = history
@@ -48,6 +51,8 @@ class CallRegistry:
         if self.live.get(session.call_id) is session:
             del self.live[session.call_id]
         self.metrics.call_ended(session.trace)
+        if self._on_call_ended is not None:
+            self._on_call_ended(session.trace)
         self._ended[session.call_id] = {"started_at": _started_at(session.trace),
                                         **session.trace.to_dict()}
         while len(self._ended) > self._history:

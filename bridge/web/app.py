@@ -21,6 +21,7 @@ from bridge.silma.regions import AUTO, REGIONS, RegionSelector
 from bridge.store import DEFAULT_USER_ID, Store
 from bridge.tracing.metrics import BridgeMetrics
 from bridge.tracing.targets import monitoring_targets
+from bridge.tracing.trace import CallTrace
 from bridge.web import (
     auth,
     calls_routes,
@@ -142,10 +143,23 @@ async def pool_health_check(request: web.Request) -> web.Response:
     return web.json_response(await pool.check_health())
 
 
+def _span_exporter(settings: Settings) -> Callable[[CallTrace], None] | None:
+    """OpenTelemetry spans per call and utterance, only when an OTLP endpoint is set."""
+    if not settings.otlp_endpoint:
+        return None
+    try:
+        from bridge.tracing.otel import CallSpanExporter
+    except ImportError:
+        raise ConfigError("BRIDGE_OTLP_ENDPOINT needs the [otel] extra: "
+                          "pip install 'silma-bridge[otel]'") from None
+    return CallSpanExporter.for_endpoint(settings.otlp_endpoint).export
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     ctx = BridgeContext(settings=settings, voice=voice_of(settings.silma),
-                        registry=CallRegistry(BridgeMetrics(lambda: ctx.pool_stats())))
+                        registry=CallRegistry(BridgeMetrics(lambda: ctx.pool_stats()),
+                                              on_call_ended=_span_exporter(settings)))
     app[CONTEXT] = ctx
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_close_streams)
