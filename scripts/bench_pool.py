@@ -42,13 +42,21 @@ async def _consume(stream) -> None:
 
 
 async def warm_ms(http, url: str, tls: ssl.SSLContext | bool, n: int) -> list[float]:
-    pool = SilmaPool(http, parse_endpoint(url), api_key="", limits=PoolLimits(size=2, warm=1),
-                     connect_timeout_s=10, acquire_timeout_s=10, health_interval_s=600,
-                     ssl_context=tls)
+    pool = SilmaPool(
+        http,
+        parse_endpoint(url),
+        api_key="",
+        limits=PoolLimits(size=2, warm=1),
+        connect_timeout_s=10,
+        acquire_timeout_s=10,
+        health_interval_s=600,
+        ssl_context=tls,
+    )
     await pool.start()
     await pool.wait_ready(1, timeout_s=10)
-    client = SilmaClient(pool.endpoint, pool, http, api_key="", voice=VOICE, timeout_s=30,
-                         want_ulaw=True)
+    client = SilmaClient(
+        pool.endpoint, pool, http, api_key="", voice=VOICE, timeout_s=30, want_ulaw=True
+    )
     times = []
     for _ in range(n):
         started = time.perf_counter()
@@ -64,8 +72,12 @@ async def cold_ms(http, url: str, tls: ssl.SSLContext | bool, n: int) -> list[fl
     for _ in range(n):
         started = time.perf_counter()
         conn = await SilmaConnection.open(http, endpoint, api_key="", timeout_s=10, ssl=tls)
-        request = conn.prepare(dataclasses.replace(VOICE, text=TEXT), want_stream=True,
-                               want_format="ulaw", want_rate=8000)
+        request = conn.prepare(
+            dataclasses.replace(VOICE, text=TEXT),
+            want_stream=True,
+            want_format="ulaw",
+            want_rate=8000,
+        )
         await _consume(conn.synthesize(request, 30))
         times.append((time.perf_counter() - started) * 1000)
         await conn.close()
@@ -74,8 +86,7 @@ async def cold_ms(http, url: str, tls: ssl.SSLContext | bool, n: int) -> list[fl
 
 async def main(requests: int, rtts_ms: list[float]) -> None:
     base = load_settings(env={}).tts_server
-    settings = dataclasses.replace(base, engine="sim", sim_first_audio_s=0.0, sim_rtf=0.001,
-                                   port=0)
+    settings = dataclasses.replace(base, engine="sim", sim_first_audio_s=0.0, sim_rtf=0.001, port=0)
     server = await tts_app.start(settings, host="127.0.0.1", port=0)
     await server.service.loaded()
     upstream_port = int(server.url.rsplit(":", 1)[1])
@@ -85,8 +96,10 @@ async def main(requests: int, rtts_ms: list[float]) -> None:
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
 
-    print(f"{'transport':<10} {'added RTT':>9} {'warm p50':>9} {'cold p50':>9} "
-          f"{'cold/warm':>9}", flush=True)
+    print(
+        f"{'transport':<10} {'added RTT':>9} {'warm p50':>9} {'cold p50':>9} {'cold/warm':>9}",
+        flush=True,
+    )
     async with aiohttp.ClientSession() as http:
         for rtt in rtts_ms:
             for scheme, tls in (("ws", None), ("wss", server_tls)):
@@ -100,8 +113,11 @@ async def main(requests: int, rtts_ms: list[float]) -> None:
                 cold = statistics.median(await cold_ms(http, url, trust, requests))
                 await delay.close()
                 await terminator.close()
-                print(f"{scheme:<10} {rtt:>7.0f}ms {warm:>7.1f}ms {cold:>7.1f}ms "
-                      f"{cold / warm:>8.1f}x", flush=True)
+                print(
+                    f"{scheme:<10} {rtt:>7.0f}ms {warm:>7.1f}ms {cold:>7.1f}ms "
+                    f"{cold / warm:>8.1f}x",
+                    flush=True,
+                )
     await server.close()
 
 

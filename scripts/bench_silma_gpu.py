@@ -85,12 +85,20 @@ def registration_savings(engine: SilmaEngine, clip: np.ndarray) -> str:
     wav = encode_audio(clip, 24000, "wav")
     voice_id = service.register_voice(RegisterVoice(wav, REFERENCE_TEXT)).voice_id
     with_clip = (
-        b'{"type":"synthesize","text":"' + REPLY.encode() + b'","reference_text":"'
-        + REFERENCE_TEXT.encode() + b'","audio":"' + base64.b64encode(wav) + b'"}'
+        b'{"type":"synthesize","text":"'
+        + REPLY.encode()
+        + b'","reference_text":"'
+        + REFERENCE_TEXT.encode()
+        + b'","audio":"'
+        + base64.b64encode(wav)
+        + b'"}'
     )
     with_id = (
-        b'{"type":"synthesize","text":"' + REPLY.encode() + b'","voice_id":"'
-        + voice_id.encode() + b'"}'
+        b'{"type":"synthesize","text":"'
+        + REPLY.encode()
+        + b'","voice_id":"'
+        + voice_id.encode()
+        + b'"}'
     )
     timings = {}
     for name, raw in (("clip", with_clip), ("id", with_id)):

@@ -32,8 +32,9 @@ async def agent(request: web.Request) -> web.WebSocketResponse:
         elif kind == "dtmf":
             await ws.send_json({"type": "say", "text": f"You pressed {event['digit']}."})
         elif kind == "speech_ended":
-            await ws.send_json({"type": "say",
-                                "text": f"You spoke for {event['duration_s']:.1f} seconds."})
+            await ws.send_json(
+                {"type": "say", "text": f"You spoke for {event['duration_s']:.1f} seconds."}
+            )
         elif kind == "interrupted":
             print(f"caller interrupted after hearing: {event['heard_text']!r}")
     return ws

@@ -76,14 +76,23 @@ class Child:
 
 
 def start_child(
-    name: str, args: list[str], env: dict[str, str], cpus: set[int] | None, log_path: Path, url: str
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    cpus: set[int] | None,
+    log_path: Path,
+    url: str,
+    nice: int = 0,
 ) -> Child:
-    """`python -m bridge ARGS` with `env` on top of a BRIDGE_*-free environment, on `cpus`."""
+    """`python -m bridge ARGS` with `env` on top of a BRIDGE_*-free environment, on `cpus`, at
+    scheduling priority `nice` (the caller checked it may set it)."""
     log = log_path.open("wb")
 
     def pin() -> None:  # in the child before exec: every thread it ever starts inherits this
         if cpus:
             os.sched_setaffinity(0, cpus)
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", *args],
@@ -98,7 +107,13 @@ def start_child(
 
 
 def start_tts(
-    run_dir: Path, cpus: set[int] | None, *, first_audio_s: float, rtf: float, engine: str
+    run_dir: Path,
+    cpus: set[int] | None,
+    *,
+    first_audio_s: float,
+    rtf: float,
+    engine: str,
+    nice: int = 0,
 ) -> Child:
     """The TTS server with a GPU-like latency model and room for every request at once, so
     it never answers busy and the load test measures the bridge."""
@@ -123,6 +138,7 @@ def start_tts(
         cpus,
         run_dir / "tts.stderr.log",
         f"http://127.0.0.1:{port}",
+        nice,
     )
 
 
@@ -134,6 +150,7 @@ def start_bridge(
     token: str,
     greeting: str,
     extra_env: dict[str, str],
+    nice: int = 0,
 ) -> Child:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -150,4 +167,4 @@ def start_bridge(
         "BRIDGE_AGENT_GREETING": greeting,
         **extra_env,
     }
-    return start_child("bridge", ["serve"], env, cpus, run_dir / "bridge.stderr.log", url)
+    return start_child("bridge", ["serve"], env, cpus, run_dir / "bridge.stderr.log", url, nice)

@@ -50,7 +50,7 @@ def test_dist_summarizes_and_empty_dist_has_no_numbers() -> None:
 
 
 def test_valid_when_generator_kept_up() -> None:
-    assert invalid_reasons(3.0, 40.0, 10.0, shared_cores=1, other_cpu_pct=5.0) == []
+    assert invalid_reasons(3.0, 40.0, 10.0, shared_cores=1, bridge_wait_pct=2.0) == []
     assert invalid_reasons(None, None, None, shared_cores=1) == []
 
 
@@ -67,13 +67,14 @@ def test_invalid_when_generator_core_saturated_counting_the_tts_server_beside_it
     assert invalid_reasons(1.0, 80.0, 15.0, shared_cores=2) == []
 
 
-def test_invalid_when_other_processes_were_busy() -> None:
-    (reason,) = invalid_reasons(1.0, 10.0, 1.0, shared_cores=1, other_cpu_pct=60.0)
-    assert "other processes used 60%" in reason
+def test_invalid_when_the_bridge_waited_for_its_core() -> None:
+    (reason,) = invalid_reasons(1.0, 10.0, 1.0, shared_cores=1, bridge_wait_pct=35.0)
+    assert "bridge waited 35% of the time" in reason
+    assert invalid_reasons(1.0, 10.0, 1.0, shared_cores=1, bridge_wait_pct=10.0) == []
 
 
 def test_reasons_accumulate() -> None:
-    assert len(invalid_reasons(50.0, 99.0, 5.0, shared_cores=1, other_cpu_pct=80.0)) == 3
+    assert len(invalid_reasons(50.0, 99.0, 5.0, shared_cores=1, bridge_wait_pct=80.0)) == 3
 
 
 def _level(calls: int, **kw: object) -> LevelResult:

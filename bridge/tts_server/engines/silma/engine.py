@@ -169,6 +169,7 @@ class SilmaEngine:
             noise = (rng.standard_normal(self.sample_rate) * 0.05).astype(np.float32)
             warm_up = Utterance(WARM_UP_TEXT, noise, self.sample_rate, "Warm up.", seed=0)
             await self._collect(warm_up)
+            self.stats = _Stats()  # health reports callers' chunks, not the cold warm-up
 
     def _load(self) -> None:
         config = self.config
@@ -180,7 +181,9 @@ class SilmaEngine:
             self._default = _read_voice(config.default_voice, config.default_voice_text)
         self._normalizer.load()
         self._model = model
-        self._executor = InferenceExecutor(self._run, model.sample_rate, on_chunk=self.stats.add)
+        self._executor = InferenceExecutor(
+            self._run, model.sample_rate, on_chunk=lambda timing: self.stats.add(timing)
+        )
         log.info(
             "silma_loaded", device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
             steps=config.sampling.steps, normalizer=self._normalizer.active,
