@@ -88,6 +88,7 @@ class LevelResult:
     generator_cpu_pct: float | None = None
     other_cpu_pct: float | None = None  # everything else on the machine meanwhile
     bridge_wait_pct: float | None = None  # runnable but waiting for its core (% of time)
+    generator_wait_pct: float | None = None  # the same for the generator (TTS server, others)
     generator_lag_ms: Dist = field(default_factory=Dist)  # loop-lag probe, steady window
     send_late_mean_ms: Dist = field(default_factory=Dist)  # per call: mean media lateness
     send_late_max_ms: Dist = field(default_factory=Dist)  # per call: max media lateness
@@ -181,8 +182,10 @@ _ROWS: list[tuple[str, Callable[[LevelResult], str]]] = [
         lambda r: f"{_num(r.generator_cpu_pct)} / {_num(r.tts_cpu_pct)}",
     ),
     (
-        "other load CPU % / bridge wait %",
-        lambda r: f"{_num(r.other_cpu_pct)} / {_num(r.bridge_wait_pct)}",
+        "other load % / bridge, gen wait %",
+        lambda r: (
+            f"{_num(r.other_cpu_pct)} / {_num(r.bridge_wait_pct)}, {_num(r.generator_wait_pct)}"
+        ),
     ),
     ("generator lag p50/p99 ms", lambda r: _pair(r.generator_lag_ms, 1)),
     (
