@@ -41,6 +41,7 @@ import os
 import random
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -584,7 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--plot", type=Path, help="write a PNG of TTFA and underruns vs calls")
     p.add_argument(
-        "--out-dir", type=Path, help="logs and database (default: artifacts/loadtest-<time>)"
+        "--out-dir", type=Path, help="the processes' logs (default: artifacts/loadtest-<time>)"
     )
     ext = p.add_argument_group("an already running bridge (no processes started)")
     ext.add_argument("--bridge-url", help="e.g. http://127.0.0.1:8080")
@@ -642,6 +643,7 @@ def _cores(bridge_cpu: int) -> tuple[set[int] | None, set[int] | None]:
 async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
     children: list[servers.Child] = []
     bridge_cpus, other_cpus = (None, None) if args.bridge_url else _cores(args.bridge_cpu)
+    stack = contextlib.ExitStack()  # the database's temporary folder, removed after the bridge
     try:
         base, token, bridge_pid = args.bridge_url, args.token, args.bridge_pid
         tts_pid: int | None = None
@@ -665,6 +667,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
             bridge = servers.start_bridge(
                 out_dir,
                 bridge_cpus,
+                db_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
                 tts_url=tts.url,
                 token=token,
                 greeting=GREETING,
@@ -739,6 +742,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                     f"warning: {child.name} exited with {code}; see {child.log_path}",
                     file=sys.stderr,
                 )
+        stack.close()
 
 
 def _run_async(coro: Coroutine[Any, Any, list[LevelResult]]) -> list[LevelResult]:

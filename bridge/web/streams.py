@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+import structlog
+from aiohttp import ClientConnectionResetError, WSMsgType, web
 
 from bridge.agent.base import Agent
 from bridge.agent.remote import RemoteAgent
@@ -16,6 +17,7 @@ from bridge.store import DEFAULT_USER_ID
 from bridge.web.context import BridgeContext, context
 
 MAX_PROVIDER_MESSAGE = 1024 * 1024
+log = structlog.get_logger("bridge.web")
 USER_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Plivo extra headers allow nothing else
 
 
@@ -47,7 +49,11 @@ async def serve_stream(request: web.Request, *, provider: str, parse: Parse,
     """Accept the upgrade (signature already checked) and run the call until the stream ends."""
     ctx = context(request)
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_PROVIDER_MESSAGE)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except (ConnectionError, ClientConnectionResetError):
+        log.info("stream_gone_before_upgrade", provider=provider)  # the provider hung up first
+        return ws
     ctx.sockets.add(ws)
     settings = ctx.settings
     session = CallSession(

@@ -146,6 +146,7 @@ def start_bridge(
     run_dir: Path,
     cpus: set[int] | None,
     *,
+    db_dir: Path,
     tts_url: str,
     token: str,
     greeting: str,
@@ -158,7 +159,8 @@ def start_bridge(
         "BRIDGE_HOST": "127.0.0.1",
         "BRIDGE_PORT": str(port),
         "BRIDGE_PUBLIC_URL": url,
-        "BRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{run_dir / 'bridge.db'}",
+        # A fresh database (and its secret.key beside it) per run: no state between runs.
+        "BRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{db_dir / 'bridge.db'}",
         "BRIDGE_LOG_LEVEL": "warning",
         "BRIDGE_LOG_FORMAT": "json",  # the report scans it for errors
         "BRIDGE_SILMA_ENDPOINT": tts_url,
