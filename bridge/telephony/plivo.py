@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -24,16 +24,14 @@ from plivo.utils.signature_v3 import (
     validate_v3_signature,
 )
 
-from bridge.errors import ProtocolError
 from bridge.telephony.events import (
     AudioCleared,
     DtmfReceived,
-    InboundEvent,
     MarkReceived,
-    MediaReceived,
     StreamStarted,
     StreamStopped,
 )
+from bridge.telephony.jsonfields import EventParser, Fields
 
 SIGNATURE_HEADER = "X-Plivo-Signature-V3"
 NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
@@ -44,76 +42,32 @@ _SAMPLE_RATE = 8000
 # Plivo's documented limits for the extraHeaders attribute.
 _EXTRA_HEADERS_MAX_BYTES = 512
 
+_FIELDS = Fields("Plivo")
 # Bound once: the media path runs ~50 times a second per call.
-_a2b_base64 = binascii.a2b_base64
 _b2a_base64 = binascii.b2a_base64
-_loads = orjson.loads
 
 
-def parse_message(raw: str | bytes) -> InboundEvent:
-    """Parse one text frame from Plivo into a provider-neutral event."""
-    try:
-        msg = _loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"Plivo message is not valid JSON: {exc}") from exc
-    if type(msg) is not dict:
-        raise ProtocolError(f"Plivo message is not a JSON object but {_json_type(msg)}")
-    event = msg.get("event")
-    if event == "media":  # nearly every message: checked before anything else
-        return _parse_media(msg)
-    if event is None:
-        raise ProtocolError("Plivo message has no 'event' field")
-    if type(event) is not str:
-        raise ProtocolError(f"Plivo message 'event' must be a string, got {_json_type(event)}")
-    parser = _PARSERS.get(event)
-    if parser is None:
-        raise ProtocolError(f"unknown Plivo event {event[:40]!r}")
-    return parser(msg)
-
-
-def _parse_media(msg: dict[str, Any]) -> MediaReceived:
-    media = msg.get("media")
-    if type(media) is not dict:
-        raise _bad_field("media", "media", media, "an object")
-    payload = media.get("payload")
-    if type(payload) is not str:
-        raise _bad_field("media", "media.payload", payload, "a base64 string")
-    try:
-        audio = _a2b_base64(payload, strict_mode=True)
-    except ValueError as exc:  # binascii.Error, or non-ASCII text
-        raise ProtocolError(f"Plivo media: media.payload is not valid base64 ({exc})") from exc
-    track = media.get("track", "inbound")
-    if type(track) is not str:
-        raise _bad_field("media", "media.track", track, "a string")
+def _no_timestamp(value: object) -> None:
     # Plivo's media.timestamp is wall-clock Unix milliseconds, not the "ms since stream start"
     # that MediaReceived carries, so it is reported as unknown rather than misread.
-    return MediaReceived(audio, None, track)
+    return None
 
 
 def _parse_start(msg: dict[str, Any]) -> StreamStarted:
-    start = _object(msg, "start", "start")
+    start = _FIELDS.require_object(msg, "start", "start")
     # Documented inside `start`; media messages carry it at the top level, so accept that too.
     stream_id = start.get("streamId", msg.get("streamId"))
     if type(stream_id) is not str or not stream_id:
-        raise _bad_field("start", "start.streamId", stream_id, "a non-empty string")
+        raise _FIELDS.bad_field("start", "start.streamId", stream_id, "a non-empty string")
     call_id = start.get("callId")
     if type(call_id) is not str or not call_id:
-        raise _bad_field("start", "start.callId", call_id, "a non-empty string")
-    account_id = _optional_str(start, "accountId", "start", "")
+        raise _FIELDS.bad_field("start", "start.callId", call_id, "a non-empty string")
+    account_id = _FIELDS.optional_str(start, "accountId", "start", "")
     tracks = start.get("tracks", [])
     if type(tracks) is not list or not all(type(t) is str for t in tracks):
-        raise _bad_field("start", "start.tracks", tracks, "a list of strings")
-    fmt = start.get("mediaFormat", {})
-    if type(fmt) is not dict:
-        raise _bad_field("start", "start.mediaFormat", fmt, "an object")
+        raise _FIELDS.bad_field("start", "start.tracks", tracks, "a list of strings")
     # Absent means what the answer XML asked for.
-    encoding = _optional_str(fmt, "encoding", "start.mediaFormat", _CONTENT_TYPE)
-    rate = fmt.get("sampleRate", _SAMPLE_RATE)
-    # Documented as a number; tolerate "8000" in case a source sends it as a string.
-    if type(rate) is str and rate.isascii() and rate.isdigit():
-        rate = int(rate)
-    if type(rate) is not int or rate <= 0:
-        raise _bad_field("start", "start.mediaFormat.sampleRate", rate, "a positive integer")
+    encoding, rate = _FIELDS.media_format(start, _CONTENT_TYPE, _SAMPLE_RATE)
     return StreamStarted(
         stream_id=stream_id,
         call_id=call_id,
@@ -126,16 +80,16 @@ def _parse_start(msg: dict[str, Any]) -> StreamStarted:
 
 
 def _parse_dtmf(msg: dict[str, Any]) -> DtmfReceived:
-    digit = _object(msg, "dtmf", "dtmf").get("digit")
+    digit = _FIELDS.require_object(msg, "dtmf", "dtmf").get("digit")
     if type(digit) is not str or not digit:
-        raise _bad_field("dtmf", "dtmf.digit", digit, "a non-empty string")
+        raise _FIELDS.bad_field("dtmf", "dtmf.digit", digit, "a non-empty string")
     return DtmfReceived(digit)
 
 
 def _parse_played(msg: dict[str, Any]) -> MarkReceived:
     name = msg.get("name")
     if type(name) is not str:
-        raise _bad_field(msg["event"], "name", name, "a string")
+        raise _FIELDS.bad_field(msg["event"], "name", name, "a string")
     return MarkReceived(name)
 
 
@@ -148,7 +102,7 @@ def _parse_stop(msg: dict[str, Any]) -> StreamStopped:
     return StreamStopped()
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], InboundEvent]] = {
+_PARSERS: dict[str, EventParser] = {
     "start": _parse_start,
     "dtmf": _parse_dtmf,
     "playedStream": _parse_played,
@@ -156,6 +110,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], InboundEvent]] = {
     "clearedAudio": _parse_cleared,
     "stop": _parse_stop,
 }
+
+parse_message = _FIELDS.message_parser(_PARSERS, _no_timestamp)
 
 
 _PAIR_SEPARATOR = re.compile("[,;]")
@@ -175,7 +131,7 @@ def parse_extra_headers(value: object) -> dict[str, str]:
     text = value.strip()
     if text.startswith("{"):
         try:
-            return _scalar_items(_loads(text))  # text starting with "{" parses to an object
+            return _scalar_items(orjson.loads(text))  # text starting with "{" parses to an object
         except orjson.JSONDecodeError:
             return {}
     headers: dict[str, str] = {}
@@ -193,41 +149,6 @@ def _scalar_items(obj: dict[Any, Any]) -> dict[str, str]:
     return {
         str(k): str(v) for k, v in obj.items() if str(k).strip() and type(v) in (str, int, float)
     }
-
-
-def _object(msg: dict[str, Any], key: str, event: str) -> dict[str, Any]:
-    value = msg.get(key)
-    if type(value) is not dict:
-        raise _bad_field(event, key, value, "an object")
-    return value
-
-
-def _optional_str(obj: dict[str, Any], key: str, where: str, default: str) -> str:
-    value = obj.get(key, default)
-    if type(value) is not str:
-        raise ProtocolError(f"Plivo {where}: {key} must be a string, got {_json_type(value)}")
-    return value
-
-
-def _bad_field(event: str, field: str, value: object, expected: str) -> ProtocolError:
-    if value is None:
-        return ProtocolError(f"Plivo {event}: missing {field} (expected {expected})")
-    return ProtocolError(f"Plivo {event}: {field} must be {expected}, got {_json_type(value)}")
-
-
-def _json_type(value: object) -> str:
-    # Names the JSON type instead of echoing the value: it may be megabytes of base64 audio.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "an empty string" if not value else "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 class PlivoCodec:
