@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import socket
 import tempfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -64,3 +66,14 @@ async def running_bridge(settings: Settings, *, tts_url: str,
             yield RunningBridge(url, runner)
         finally:
             await runner.cleanup()
+
+
+async def wait_ended(bridge: RunningBridge, call_id: str) -> dict[str, Any]:
+    """The trace of `call_id` once the bridge has filed it as ended."""
+    session = bridge.context.registry.live.get(call_id)
+    if session is not None:
+        async with asyncio.timeout(10):
+            await session.ended.wait()
+    trace = bridge.context.registry.trace(call_id)
+    assert trace is not None and trace["live"] is False
+    return trace

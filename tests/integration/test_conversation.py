@@ -13,16 +13,10 @@ from aiohttp import WSMsgType, web
 
 from bridge.emulator.plivo_peer import PlivoCallEmulator, fetch_answer_xml
 from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
-from tests.servers import make_settings, running_bridge, running_tts
+from tests.servers import make_settings, running_bridge, wait_ended
 
 LEAD_MS = 200
 SPEECH_AT_S = 1.0  # the caller starts talking this far into the call
-
-
-@pytest.fixture(scope="module")
-async def tts():
-    async with running_tts(make_settings()) as server:
-        yield server
 
 
 async def caller_speech(tts, text: str) -> bytes:
@@ -32,16 +26,6 @@ async def caller_speech(tts, text: str) -> bytes:
                 "type": "synthesize", "text": text, "format": "ulaw", "sample_rate": 8000}) as r:
             body = await r.json()
     return base64.b64decode(body["audio"])
-
-
-async def ended(bridge, call_id: str) -> dict:
-    session = bridge.context.registry.live.get(call_id)
-    if session is not None:
-        async with asyncio.timeout(10):
-            await session.ended.wait()
-    trace = bridge.context.registry.trace(call_id)
-    assert trace["live"] is False
-    return trace
 
 
 def long_greeting_settings():
@@ -80,7 +64,7 @@ async def test_barge_in_clears_at_once_and_tells_what_was_heard(tts, provider):
             async with asyncio.timeout(20):
                 await call.wait_for_marks(call.marks_settled + 1)
             await call.stop()
-        trace = await ended(bridge, call.call_sid)
+        trace = await wait_ended(bridge, call.call_sid)
     reply = trace["utterance_traces"][1]
     assert reply["outcome"] == "played"
     assert call.bytes_received - bytes_at_clear == round(reply["audio_seconds"] * 8000)
@@ -144,7 +128,7 @@ async def test_remote_agent_round_trip_with_streamed_say_dtmf_and_hangup(tts):
                 await call.send_dtmf("5")
                 await got_dtmf.wait()
                 await call.wait_closed()  # the agent hung up after its goodbye played
-            trace = await ended(bridge, "CAremote")
+            trace = await wait_ended(bridge, "CAremote")
     finally:
         await runner.cleanup()
 
@@ -193,7 +177,7 @@ async def test_hangup_endpoint_with_provider_rest_stand_in(tts):
                 await call.wait_closed()
             async with http.post(f"{bridge.url}/calls/CAhangup/hangup") as r:
                 assert r.status == 200 and (await r.json())["status"] == "ended"
-            trace = await ended(bridge, "CAhangup")
+            trace = await wait_ended(bridge, "CAhangup")
     finally:
         await runner.cleanup()
     call_id = "CAhangup"

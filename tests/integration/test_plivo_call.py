@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import aiohttp
 import numpy as np
-import pytest
 
 from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.plivo_peer import signature_headers
 from bridge.emulator.twilio_peer import run_call
-from tests.servers import make_settings, running_bridge, running_tts
+from tests.servers import make_settings, running_bridge, wait_ended
 from tests.speech import assert_is_speech
-
-
-@pytest.fixture(scope="module")
-async def tts():
-    async with running_tts(make_settings()) as server:
-        yield server
-
-
-async def ended(bridge, call_id: str) -> dict:
-    session = bridge.context.registry.live.get(call_id)
-    if session is not None:
-        async with asyncio.timeout(10):
-            await session.ended.wait()
-    return bridge.context.registry.trace(call_id)
 
 
 async def test_plivo_call_hears_speech_and_checkpoints_come_back(tts):
@@ -38,7 +22,7 @@ async def test_plivo_call_hears_speech_and_checkpoints_come_back(tts):
         assert report.marks_echoed == 2
         assert report.bytes_received % 160 == 0
         assert_is_speech(ulaw2lin(report.recording).astype(np.float32) / 32768, 8000)
-        trace = await ended(bridge, report.call_sid)
+        trace = await wait_ended(bridge, report.call_sid)
     assert trace["provider"] == "plivo"
     assert [u["outcome"] for u in trace["utterance_traces"]] == ["played", "played"]
     assert all("playout_finished" in u["steps_ms"] for u in trace["utterance_traces"])

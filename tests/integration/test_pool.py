@@ -21,15 +21,9 @@ from bridge.silma.pool import SilmaPool
 from bridge.silma.pool_core import PoolLimits
 from bridge.tools.delay_proxy import DelayProxy
 from bridge.tts_server import app as tts_app
-from tests.servers import make_settings, running_tts
+from tests.servers import make_settings
 
 SENTENCE = "The pool keeps connections warm."
-
-
-@pytest.fixture(scope="module")
-async def tts():
-    async with running_tts(make_settings()) as server:
-        yield server
 
 
 @pytest.fixture

@@ -33,12 +33,6 @@ def settings_with(*, allow_private: bool):
         agent=dataclasses.replace(settings.agent, greeting="Hello there."))
 
 
-@pytest.fixture(scope="module")
-async def tts():
-    async with running_tts(make_settings()) as server:
-        yield server
-
-
 @contextlib.asynccontextmanager
 async def bridge_and_client(tts_url: str, *, allow_private: bool = True):
     # unsafe=True: the client keeps cookies of an IP-address host (the bridge on 127.0.0.1).

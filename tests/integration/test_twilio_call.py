@@ -12,7 +12,7 @@ import pytest
 from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
 from bridge.telephony.twilio import compute_signature
-from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, running_tts
+from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 from tests.speech import assert_is_speech
 
 CALL_TASK_PREFIXES = ("sender-", "speaker-", "speak-")
@@ -29,21 +29,6 @@ def assert_heard_speech(mulaw: bytes) -> None:
     assert_is_speech(pcm, 8000)
 
 
-@pytest.fixture(scope="module")
-async def tts():
-    async with running_tts(make_settings()) as server:
-        yield server
-
-
-async def ended(bridge, call_id: str) -> None:
-    """Resolve when the bridge has filed `call_id` as ended."""
-    session = bridge.context.registry.live.get(call_id)
-    if session is not None:
-        async with asyncio.timeout(10):
-            await session.ended.wait()
-    assert bridge.context.registry.trace(call_id)["live"] is False
-
-
 @pytest.mark.parametrize("request_ulaw", [True, False], ids=["server-ulaw", "seed-f32-24k"])
 async def test_call_hears_greeting_and_say_with_complete_trace(tts, request_ulaw):
     settings = make_settings()
@@ -58,7 +43,7 @@ async def test_call_hears_greeting_and_say_with_complete_trace(tts, request_ulaw
         assert report.audio_seconds > 3
         assert_heard_speech(report.recording)
 
-        await ended(bridge, report.call_sid)
+        await wait_ended(bridge, report.call_sid)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{bridge.url}/calls/{report.call_sid}/trace",
                                 headers=AUTH) as response:
@@ -89,7 +74,7 @@ async def test_abrupt_close_leaves_no_task_behind(tts):
         await call.wait_first_media()
         assert call_tasks()
         await call.abort()
-        await ended(bridge, "CAabrupt")
+        await wait_ended(bridge, "CAabrupt")
         assert "CAabrupt" not in bridge.context.registry.live
         assert call_tasks() == []
         assert bridge.context.registry.trace("CAabrupt")["end_reason"] == "socket closed"
@@ -108,7 +93,7 @@ async def test_malformed_messages_are_counted_and_the_call_goes_on(tts):
             await call.send_raw('{"event":"teleport"}')
             await call.wait_for_marks(1)  # the greeting still plays to the end
             await call.stop()
-        await ended(bridge, "CAbad")
+        await wait_ended(bridge, "CAbad")
         trace = bridge.context.registry.trace("CAbad")
     assert trace["malformed_messages"] == 3
     assert trace["utterance_traces"][0]["outcome"] == "played"
@@ -125,7 +110,7 @@ async def test_dtmf_gets_the_scripted_reply(tts):
             await call.send_dtmf("2")
             await call.wait_for_marks(2)
             await call.stop()
-        await ended(bridge, "CAdtmf")
+        await wait_ended(bridge, "CAdtmf")
         trace = bridge.context.registry.trace("CAdtmf")
     assert trace["dtmf"] == ["2"]
     assert trace["utterance_traces"][1]["text"].startswith("Why did the packet")
@@ -173,7 +158,7 @@ async def test_dead_tts_server_degrades_the_call_without_crashing():
         assert report.ok, (report.error, report.protocol_violations)
         assert report.marks_echoed == 1
         assert report.bytes_received == 0
-        await ended(bridge, report.call_sid)
+        await wait_ended(bridge, report.call_sid)
         utt = bridge.context.registry.trace(report.call_sid)["utterance_traces"][0]
     assert utt["outcome"] == "failed"
     assert "unreachable" in utt["error"] or "connect" in utt["error"]
@@ -203,7 +188,7 @@ async def test_metrics_and_health_targets_after_a_real_call(tts):
             aiohttp.ClientSession() as http:
         report = await run_call(bridge.url, max_seconds=30)
         assert report.ok
-        await ended(bridge, report.call_sid)
+        await wait_ended(bridge, report.call_sid)
         async with http.get(f"{bridge.url}/metrics") as r:
             assert r.status == 200
             text = await r.text()
