@@ -4,7 +4,6 @@ BridgeError                  root; every error we raise on purpose derives from 
 ├── ConfigError              a setting is missing or invalid (message names the setting)
 ├── ProtocolError            a peer sent something we cannot parse (provider or SILMA message)
 ├── AudioFormatError         audio bytes that are not what they claim to be
-├── SignatureError           a webhook / upgrade signature check failed
 └── TTSError                 text to speech failed; `retryable` says whether trying again may help
     └── TTSUnavailable       no TTS server could be reached (connect refused, timed out)
 """
@@ -24,10 +23,6 @@ class ProtocolError(BridgeError):
 
 class AudioFormatError(BridgeError):
     """Audio bytes that do not decode as the declared or detected format."""
-
-
-class SignatureError(BridgeError):
-    """A request signature is missing or does not match."""
 
 
 class TTSError(BridgeError):

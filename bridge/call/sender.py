@@ -87,11 +87,6 @@ class PacedSender:
     def pending_marks(self) -> int:
         return len(self._pending_marks)
 
-    @property
-    def queued_seconds(self) -> float:
-        frames = sum(len(i.data) for i in self._outbox if isinstance(i, _Frames)) // FRAME_BYTES
-        return frames * self._pacer.frame_s
-
     # -- the task ----------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
@@ -145,7 +140,7 @@ class PacedSender:
             utt.underruns += 1
         self._sending = utt
         utt.sent_seconds += len(data) / FRAME_BYTES * self._pacer.frame_s
-        utt.note_lead(self._pacer.buffered(self._clock()))
+        utt.note_lead(self._pacer.buffered(now))
         await self._send(self._codec.media(data))
         utt.step("first_frame_sent")
 

@@ -264,7 +264,9 @@ class SilmaPool:
             "connections": [
                 {"id": s.id, "state": s.state.value, "age_s": round(s.age(now), 1),
                  "leases": s.leases, "capacity": s.capacity, "served": s.served,
-                 "healthy": s.healthy, "last_health": s.last_health}
+                 "healthy": s.healthy, "last_health": s.last_health,
+                 "last_health_age_s": None if s.last_health_at is None
+                 else round(now - s.last_health_at, 1)}
                 for s in core.slots.values()
             ],
         }

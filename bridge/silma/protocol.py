@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -34,9 +34,7 @@ SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate", "voice")
 SPEED_RANGE = (0.5, 2.0)
 
-ErrorCode = Literal[
-    "bad_request", "busy", "timeout", "cancelled", "unauthorized", "internal", "unknown_voice"
-]
+# Error codes: bad_request, busy, timeout, cancelled, unauthorized, internal, unknown_voice.
 MAX_VOICE_ID_CHARS = 128
 RETRYABLE_CODES = frozenset({"busy", "timeout"})
 

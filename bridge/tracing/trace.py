@@ -77,10 +77,6 @@ class UtteranceTrace:
             self.outcome = outcome
             self.error = error
 
-    @property
-    def finished(self) -> bool:
-        return self.outcome != "pending"
-
     def derived(self) -> dict[str, float | None]:
         return {name: _ms(self.at(a), self.at(b)) for name, (a, b) in DERIVED.items()}
 

@@ -66,9 +66,12 @@ class BridgeContext:
         return await self.store.silma(user_id) or await self.store.silma(DEFAULT_USER_ID)
 
     async def target_for_user(self, user_id: str) -> TTSTarget:
-        """Where a user's speech comes from: local mode, their endpoint, their region, else the
-        bridge's configured endpoint or region, else local mode."""
-        row = await self._silma_row(user_id)
+        """Where a user's speech comes from (their row read now: a change applies next call)."""
+        return await self._target(await self._silma_row(user_id))
+
+    async def _target(self, row: SilmaCredentials | None) -> TTSTarget:
+        """Local mode, the row's endpoint, its region, else the bridge's configured endpoint or
+        region, else local mode."""
         silma = self.settings.silma
         voice = self.voice
         if row is not None and row.reference_audio:
@@ -112,9 +115,8 @@ class BridgeContext:
         """Close pools that no live call uses and no user's settings point at any more."""
         if self.pools is None or self.store is None:
             return
-        keep = {(await self.target_for_user(DEFAULT_USER_ID)).pool_key}
-        for row in await self.store.silma_users():
-            keep.add((await self.target_for_user(row.user_id)).pool_key)
+        # One read of every row, not a read per user: this runs every minute.
+        keep = {(await self._target(row)).pool_key for row in await self.store.silma_users()}
         self.pools.retire_unused(keep)
 
 
