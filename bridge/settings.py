@@ -104,6 +104,7 @@ class TTSServerSettings:
     max_message_bytes: int = 8 * 1024 * 1024
     sim_first_audio_s: float = 0.15
     sim_rtf: float = 0.12
+    sim_sample_rate: int = 24000
     sim_cache_dir: str = "data/sim-cache"
     # Voices registered once over WebSocket (register_voice) and named by id afterwards.
     max_voices: int = 32

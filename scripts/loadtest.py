@@ -21,8 +21,8 @@ What it measures, per level (the steady window, after ramp-up):
   /proc/net/tcp, sampled each second), in ms of caller audio at the provider's message size.
 - underruns (the emulator's jitter buffer ran dry inside an utterance), errors, clears, CPU of
   the bridge / TTS server / generator (psutil) and the bridge's RSS.
-- the generator's own lateness: an event-loop probe (every 10 ms) and each call's media sender
-  (how late it woke vs its schedule).
+- the generator's own lateness: an event-loop probe (every 10 ms) and the media clock that
+  sends every call's caller audio (how late its ticks came vs their schedule).
 
 A level is INVALID when its numbers measure something else than the bridge: the generator fell
 behind (probe p99 > 20 ms, or its core saturated), or other processes took the bridge's core
@@ -66,6 +66,7 @@ from loadtest_lib.stats import (
 )
 
 from bridge.audio.mulaw import lin2ulaw
+from bridge.emulator.clock import MediaClock
 from bridge.emulator.peer import FRAME_SECONDS, CallEmulator, describe, emulator_class
 from bridge.emulator.report import UtteranceTiming
 from bridge.errors import BridgeError
@@ -119,7 +120,12 @@ async def _wait_marks(em: CallEmulator, count: int) -> None:
 
 
 async def run_call(
-    rec: CallRecord, sh: Shared, start_at: float, end_at: float, fpw: int, want_trace: bool
+    rec: CallRecord,
+    sh: Shared,
+    start_at: float,
+    end_at: float,
+    clock: MediaClock,
+    want_trace: bool,
 ) -> None:
     """Ring, talk until `end_at` (loop time), fetch the trace if asked, hang up."""
     loop = asyncio.get_running_loop()
@@ -140,7 +146,7 @@ async def run_call(
         parameters=answer.parameters,
         caller_audio=sh.caller_audio,
         record=False,
-        frames_per_wakeup=fpw,
+        media_clock=clock,
     )
     rec.emulator = em
     try:
@@ -304,8 +310,13 @@ class CpuMeter:
             return None
 
 
+def _at_least_zero(meter: CpuMeter) -> float | None:
+    return None if (pct := meter.percent()) is None else max(0.0, pct)
+
+
 def run_queue_wait_s(pid: int) -> float:
-    """Seconds the threads of `pid` have spent runnable but not running (/proc schedstat)."""
+    """Seconds the live threads of `pid` have spent runnable but not running (/proc schedstat).
+    A thread that ends takes its share away: a meter over this can dip below zero."""
     total = 0
     for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -367,7 +378,7 @@ def _backlog_ms(port: int, bps: float) -> list[float]:
 async def run_level(setup: Setup, n: int) -> LevelResult:
     loop = asyncio.get_running_loop()
     sh = setup.shared
-    fpw = setup.frames_per_wakeup or (5 if n > 100 else 1)
+    fpw = setup.frames_per_wakeup or 1
     result = LevelResult(calls=n, duration_s=setup.duration_s, frames_per_wakeup=fpw)
     records = [CallRecord(p) for p in _providers(n, setup.plivo_share)]
     trace_every = max(1, n // max(1, setup.trace_sample))
@@ -380,8 +391,9 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     starts = [
         t_start + i * setup.ramp_up_s / n + rng.uniform(0, fpw * FRAME_SECONDS) for i in range(n)
     ]
+    clock = MediaClock(fpw)
     tasks = [
-        asyncio.create_task(run_call(rec, sh, start, end, fpw, i % trace_every == 0))
+        asyncio.create_task(run_call(rec, sh, start, end, clock, i % trace_every == 0))
         for i, (rec, start) in enumerate(zip(records, starts, strict=True))
     ]
     probe = LagProbe()
@@ -403,9 +415,9 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
         next_tick += 1
         if steady_t0 is None and loop.time() >= ramp_end:
             steady_t0 = loop.time()
+            clock.reset_lateness()
             for rec in records:
                 if (em := rec.emulator) is not None:
-                    em.reset_media_lateness()
                     rec.underruns_before = (em.playout.underruns, em.playout.underrun_seconds)
             gc.freeze()  # the calls' long-lived objects too: young collections stay short
             probe.samples.clear()
@@ -433,23 +445,19 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
         tick_cpu.restart()
     steady_t0 = steady_t0 if steady_t0 is not None else t_start
     result.bridge_cpu_pct, result.tts_cpu_pct = bridge.percent(), tts.percent()
-    result.generator_cpu_pct, result.bridge_wait_pct = gen.percent(), wait.percent()
-    result.generator_wait_pct = gen_wait.percent()
+    result.generator_cpu_pct = gen.percent()
+    result.bridge_wait_pct, result.generator_wait_pct = (
+        _at_least_zero(wait),
+        _at_least_zero(gen_wait),
+    )
     if (total := machine.percent()) is not None and setup.bridge_pid is not None:
         ours = (result.bridge_cpu_pct or 0) + (result.tts_cpu_pct or 0)
         result.other_cpu_pct = max(0.0, total - ours - (result.generator_cpu_pct or 0))
     result.bridge_rss_mib = max(rss, default=None)
     lag = list(probe.samples)
-    late_mean = [
-        1000 * e.media_lateness_sum_s / e.media_wakeups
-        for r in records
-        if r.up and (e := r.emulator) is not None and e.media_wakeups
-    ]
-    late_max = [
-        1000 * e.media_lateness_max_s
-        for r in records
-        if r.up and (e := r.emulator) is not None and e.media_wakeups
-    ]
+    if clock.ticks:
+        result.clock_late_mean_ms = 1000 * clock.lateness_sum_s / clock.ticks
+        result.clock_late_max_ms = 1000 * clock.lateness_max_s
     await probe.stop()
     _, pending = await asyncio.wait(tasks, timeout=MARK_TIMEOUT_S + 30)
     for task in pending:
@@ -460,8 +468,6 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     _fill(result, records, steady_t0, end)
     result.backlog_ms = Dist.of(backlog)
     result.generator_lag_ms = Dist.of(lag)
-    result.send_late_mean_ms = Dist.of(late_mean)
-    result.send_late_max_ms = Dist.of(late_max)
 
     def delta(name: str) -> int:
         return round(metrics1.get(name, 0.0) - metrics0.get(name, 0.0))
@@ -577,7 +583,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--frames-per-wakeup",
         type=int,
-        help="caller frames sent per wakeup (default: 1, or 5 above 100 calls)",
+        help="caller frames per media burst (default: 1, one message every 20 ms as the "
+        "providers send)",
     )
     p.add_argument(
         "--trace-sample", type=int, default=40, help="calls per level whose bridge trace is fetched"

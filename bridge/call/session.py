@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
@@ -88,6 +88,7 @@ class CallSession:
         self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._played: dict[int, asyncio.Event] = {}
         self._hangup: asyncio.Task[None] | None = None
+        self._stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.ended = asyncio.Event()
 
     @property
@@ -145,28 +146,17 @@ class CallSession:
         await self._close()
 
     # -- the stream --------------------------------------------------------------------------
-    async def run(self, messages: AsyncIterator[str | bytes]) -> None:
-        reason = "socket closed"
+    def receive(self, raw: str | bytes) -> None:
+        """Handle one provider message now, inside the socket's read: nothing here waits."""
+        if self._stop.done():
+            return
         try:
-            async for raw in messages:
-                try:
-                    event = self._parse(raw)
-                except ProtocolError as exc:
-                    self.trace.malformed_messages += 1
-                    log.warning("malformed_provider_message", call_id=self.call_id,
-                                provider=self.provider, error=str(exc))
-                    continue
-                if isinstance(event, ev.StreamStopped):
-                    reason = "stop"
-                    break
-                await self._handle(event)
-        except asyncio.CancelledError:
-            reason = "server shutdown"
-            raise
-        finally:
-            await self._finish(reason)
-
-    async def _handle(self, event: ev.InboundEvent) -> None:
+            event = self._parse(raw)
+        except ProtocolError as exc:
+            self.trace.malformed_messages += 1
+            log.warning("malformed_provider_message", call_id=self.call_id,
+                        provider=self.provider, error=str(exc))
+            return
         if isinstance(event, ev.MediaReceived):
             self._caller_audio(event.payload)
         elif isinstance(event, ev.MarkReceived):
@@ -174,10 +164,32 @@ class CallSession:
                 self._utterance_done(utt)
                 self._tell(agent_events.PlaybackFinished(utt.index, utt.text))
         elif isinstance(event, ev.StreamStarted):
-            await self._started(event)
+            self._started(event)
         elif isinstance(event, ev.DtmfReceived):
             self.trace.dtmf.append(event.digit)
             self._tell(agent_events.Dtmf(event.digit))
+        elif isinstance(event, ev.StreamStopped):
+            self._end("stop")
+
+    def _end(self, reason: str) -> None:
+        if not self._stop.done():
+            self._stop.set_result(reason)
+
+    async def run(self, stream_ended: Awaitable[object]) -> None:
+        """Live until the provider says stop, the stream ends or the call fails; then end
+        everything. Messages arrive through `receive` meanwhile."""
+        ended = asyncio.ensure_future(stream_ended)
+        reason = "socket closed"
+        try:
+            await asyncio.wait((ended, self._stop), return_when=asyncio.FIRST_COMPLETED)
+            if self._stop.done():
+                reason = self._stop.result()
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            raise
+        finally:
+            ended.cancel()
+            await self._finish(reason)
 
     def _caller_audio(self, payload: bytes) -> None:
         if self.start is None:
@@ -236,7 +248,7 @@ class CallSession:
                 log.exception("agent_failed", call_id=self.call_id,
                               event=type(event).__name__)
 
-    async def _started(self, start: ev.StreamStarted) -> None:
+    def _started(self, start: ev.StreamStarted) -> None:
         if self.start is not None:
             self.trace.malformed_messages += 1
             log.warning("duplicate_start", call_id=self.call_id)
@@ -247,16 +259,30 @@ class CallSession:
         webhook_at = self._hooks.webhook_time(self.trace.call_id)
         if webhook_at is not None:
             self.trace.step("webhook_answered", at=webhook_at)
-        loop = asyncio.get_running_loop()
         self.codec = self._codec_for(start)
+        self._tell(agent_events.CallStarted(self.call_id, self.provider,
+                                            dict(start.custom_parameters)))
+        self._tasks.append(asyncio.create_task(self._open_speech(start),
+                                               name=f"open-{self.call_id}"))
+
+    async def _open_speech(self, start: ev.StreamStarted) -> None:
+        """Open the call's TTS, then start the sender, the speaker and the agent. A task, so
+        that the caller's audio keeps being read meanwhile."""
+        try:
+            synthesize = await self._resources.enter_async_context(
+                self._open_tts(dict(start.custom_parameters)))
+        except Exception as exc:
+            log.exception("call_tts_unavailable", call_id=self.call_id)
+            self._end(f"tts unavailable: {exc}")
+            return
+        assert self.codec is not None
         self.sender = PacedSender(
             self._send, self.codec, Pacer(self._settings.lead_ms / 1000),
-            max_frames=self._settings.max_frames_per_message, clock=loop.time,
+            max_frames=self._settings.max_frames_per_message,
+            clock=asyncio.get_running_loop().time,
         )
-        synthesize = await self._resources.enter_async_context(
-            self._open_tts(dict(start.custom_parameters)))
         self.speaker = Speaker(synthesize, self.sender, on_done=self._speech_queued)
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self.sender.run(), name=f"sender-{self.call_id}"),
             asyncio.create_task(self.speaker.run(), name=f"speaker-{self.call_id}"),
             asyncio.create_task(self._agent_loop(), name=f"agent-{self.call_id}"),
@@ -264,8 +290,6 @@ class CallSession:
         self._hooks.started(self)
         log.info("call_started", call_id=self.call_id, provider=self.provider,
                  stream_id=start.stream_id)
-        self._tell(agent_events.CallStarted(self.call_id, self.provider,
-                                            dict(start.custom_parameters)))
 
     def _speech_queued(self, utt: UtteranceTrace) -> None:
         if utt.outcome == "failed":
@@ -288,11 +312,12 @@ class CallSession:
         self.trace.end(reason)
         for utt in self.trace.utterances:
             self._utterance_done(utt)
-        if self.start is not None:
+        if self.speaker is not None:  # the call got going: the agent and the registry know it
             with contextlib.suppress(Exception):
                 await self._agent.handle(self, agent_events.CallEnded(self.trace.end_reason
                                                                       or reason))
-            await self._agent.close()
             self._hooks.ended(self)
+        if self.start is not None:
+            await self._agent.close()
         self.ended.set()
         log.info("call", **self.trace.summary())

@@ -4,14 +4,15 @@ A provider's wire format (its answer webhook and document, the messages it sends
 it judges the bridge's, how it acknowledges marks and clears) is a `Wire`; twilio_peer and
 plivo_peer each supply one and a `CallEmulator` subclass bound to it. Built to be cheap per
 frame because a load test runs hundreds of calls in one process: media messages come from
-string templates, outbound messages are validated with orjson and set arithmetic, and each call
-wakes once per media batch plus once per mark.
+string templates, outbound messages are validated with orjson and set arithmetic, caller audio
+leaves on one shared clock (clock.py), and each call wakes once per message plus once per mark.
 """
 
 import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import socket
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Self
 import aiohttp
 import orjson
 
+from bridge.emulator.clock import MediaClock
 from bridge.emulator.playout import PlayoutBuffer
 from bridge.emulator.report import CallReport, UtteranceTiming, write_wav
 from bridge.errors import BridgeError, ProtocolError
@@ -257,13 +259,23 @@ class Wire(ABC):
 # --- the call ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _base64_frames(audio: bytes) -> tuple[str, ...]:
+    """The caller's audio as base64 20 ms frames, encoded once for every call that sends it."""
+    return tuple(
+        base64.b64encode(audio[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")).decode()
+        for i in range(0, len(audio), FRAME_BYTES)
+    )
+
+
 class CallEmulator:
     """One emulated call leg on a provider's media stream; subclasses set `wire_type`.
 
-    `connect()` opens the stream and starts three tasks: the caller's media (real time, on a
-    drift-free schedule), the reader (validates and plays out what the bridge sends) and the
-    mark acknowledger (sleeps until the next mark's audio has played). End with `stop()` (the
-    provider's hang-up) or `abort()` (the connection just drops). Also an async context manager.
+    `connect()` opens the stream, puts the caller's media on the media clock (real time, on a
+    drift-free schedule) and starts two tasks: the reader (validates and plays out what the
+    bridge sends) and the mark acknowledger (sleeps until the next mark's audio has played).
+    End with `stop()` (the provider's hang-up) or `abort()` (the connection just drops). Also an
+    async context manager.
     """
 
     wire_type: ClassVar[type[Wire]]
@@ -280,15 +292,12 @@ class CallEmulator:
         auth_token: str | None = None,
         connect_url: str | None = None,
         record: bool = True,
-        frames_per_wakeup: int = 1,
+        media_clock: MediaClock | None = None,
     ) -> None:
         """`parameters` go back to the bridge in the start message (Twilio customParameters,
         Plivo extra_headers). `connect_url` connects elsewhere than the answer's URL (e.g. past
-        a TLS proxy) while the upgrade stays signed for the answer's URL. `frames_per_wakeup`
-        > 1 sends the caller's 20 ms frames in small bursts, so a load test wakes each call
-        less often."""
-        if frames_per_wakeup < 1:
-            raise ValueError("frames_per_wakeup must be at least 1")
+        a TLS proxy) while the upgrade stays signed for the answer's URL. `media_clock` sends the
+        caller's audio; a load test shares one among all its calls (default: one of its own)."""
         self.wire = self.wire_type(call_sid, account_sid, parameters)
         self.stream_url = stream_url
         self.call_sid = self.wire.call_sid
@@ -304,19 +313,15 @@ class CallEmulator:
         self.messages_received = 0
         self.marks_echoed = 0  # acknowledgements sent
         self.marks_settled = 0  # acknowledged, or dropped unacknowledged by a clear (Plivo)
-        # How late the caller-media sender woke vs its schedule (event-loop lag plus any send
-        # blocked on a full socket): a load test's check that it kept real time itself.
-        self.media_lateness_max_s = 0.0
-        self.media_lateness_sum_s = 0.0
-        self.media_wakeups = 0
         self.clear_times: list[float] = []  # when each clear from the bridge arrived (now())
         self.close_reason: str | None = None  # why the call ended or broke without our stop()
         self._session = session
         self._connect_url = connect_url or stream_url
         self._auth_token = auth_token
-        self._caller_audio = caller_audio or b""
+        self._caller_frames = _base64_frames(caller_audio or b"")
         self._record = record
-        self._frames_per_wakeup = frames_per_wakeup
+        self._clock = media_clock or MediaClock()
+        self._media_sent = 0  # caller frames sent; frame k is due at t0 + k * 20 ms
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._t0 = 0.0  # loop time when `start` was sent; report times count from it
         self._ended_at: float | None = None
@@ -328,7 +333,6 @@ class CallEmulator:
         self._settled = asyncio.Event()
         self._first_media = asyncio.Event()
         self._cleared = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
 
@@ -377,7 +381,7 @@ class CallEmulator:
             self.expect_utterance("greeting" if greetings == 1 else f"greeting {i + 1}")
         await self._send(self.wire.start())
         self._reader = asyncio.create_task(self._guarded(self._read, "reader"))
-        self._sender = asyncio.create_task(self._guarded(self._send_media, "media sender"))
+        self._clock.join(self, self._t0)
         self._acker = asyncio.create_task(self._guarded(self._ack_marks, "mark acknowledger"))
 
     def now(self) -> float:
@@ -484,35 +488,21 @@ class CallEmulator:
             self.close_reason = f"emulator {what} failed: {exc!r}"
             self._settled.set()  # wait_for_marks sees close_reason and gives up
 
-    def reset_media_lateness(self) -> None:
-        """Start the lateness statistics afresh (e.g. once a load test's ramp-up is over)."""
-        self.media_lateness_max_s = self.media_lateness_sum_s = 0.0
-        self.media_wakeups = 0
-
-    async def _send_media(self) -> None:
-        loop = asyncio.get_running_loop()
-        sent = 0
-        wake = self._t0
-        while True:
-            now = loop.time()
-            late = max(0.0, now - wake)
-            self.media_lateness_max_s = max(self.media_lateness_max_s, late)
-            self.media_lateness_sum_s += late
-            self.media_wakeups += 1
-            # Frame k is due at t0 + k * 20 ms: deadlines come from t0, so sleep jitter never
-            # accumulates; after a stall every overdue frame goes at once, like after a hiccup.
-            while self._t0 + sent * FRAME_SECONDS <= now:
+    async def send_due_media(self, now: float) -> None:
+        """Send the caller's frames due by `now` (the media clock calls this). After a stall
+        every overdue frame goes at once, like after a network hiccup."""
+        try:
+            while self._t0 + self._media_sent * FRAME_SECONDS <= now:
+                sent = self._media_sent
                 await self._send(self.wire.media(sent + 1, sent * 20, self._caller_payload(sent)))
-                sent += 1
-            wake = self._t0 + (sent + self._frames_per_wakeup - 1) * FRAME_SECONDS
-            await asyncio.sleep(wake - loop.time())
+                self._media_sent += 1
+        except Exception as exc:  # one call's bug must not stop the clock of every call
+            self._clock.leave(self)
+            self.close_reason = f"emulator media sender failed: {exc!r}"
+            self._settled.set()
 
     def _caller_payload(self, index: int) -> str:
-        start = index * FRAME_BYTES
-        if start >= len(self._caller_audio):
-            return _SILENCE_B64
-        frame = self._caller_audio[start : start + FRAME_BYTES]
-        return base64.b64encode(frame.ljust(FRAME_BYTES, b"\xff")).decode()
+        return self._caller_frames[index] if index < len(self._caller_frames) else _SILENCE_B64
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -632,13 +622,12 @@ class CallEmulator:
             self._violations_dropped += 1
 
     def _cancel_tasks(self) -> None:
-        current = asyncio.current_task()
-        for task in (self._sender, self._acker):
-            if task is not None and task is not current:
-                task.cancel()
+        self._clock.leave(self)
+        if self._acker is not None and self._acker is not asyncio.current_task():
+            self._acker.cancel()
 
     async def _finish(self) -> None:
-        tasks = [t for t in (self._sender, self._acker, self._reader) if t is not None]
+        tasks = [t for t in (self._acker, self._reader) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._ended_at is None:
             self._ended_at = self.now()

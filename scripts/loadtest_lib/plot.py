@@ -1,4 +1,4 @@
-"""The load test's PNG: TTFA percentiles and underruns against concurrency."""
+"""The load test's PNG: TTFA percentiles, bridge overhead and underruns against concurrency."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtest_lib.stats import LevelResult
+
+OVERHEAD_TARGET_MS = 10.0  # the issue's target for the bridge overhead p99
 
 
 def write_plot(results: Sequence[LevelResult], path: Path) -> None:
@@ -17,7 +19,9 @@ def write_plot(results: Sequence[LevelResult], path: Path) -> None:
 
     levels = sorted(results, key=lambda r: r.calls)
     x = [r.calls for r in levels]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (top, middle, bottom) = plt.subplots(
+        3, 1, figsize=(8, 9), sharex=True, height_ratios=(3, 2, 2)
+    )
 
     for name, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
         y = [getattr(r.ttfa_ms, name) for r in levels]
@@ -37,6 +41,20 @@ def write_plot(results: Sequence[LevelResult], path: Path) -> None:
     top.set_title("Bridge under load: say request -> first media frame at the caller")
     top.grid(alpha=0.3)
     top.legend()
+
+    overhead = [r.overhead_ms.p99 for r in levels]
+    middle.plot(
+        x,
+        [float("nan") if v is None else v for v in overhead],
+        "o-",
+        color="tab:blue",
+        label="bridge overhead p99 (first TTS audio -> first frame sent)",
+    )
+    middle.axhline(OVERHEAD_TARGET_MS, color="tab:red", linestyle=":", label="target")
+    middle.set_ylabel("ms")
+    middle.set_ylim(0, 1.3 * max(OVERHEAD_TARGET_MS, *(v for v in overhead if v is not None)))
+    middle.grid(alpha=0.3)
+    middle.legend(loc="upper left")
 
     gaps = [b - a for a, b in itertools.pairwise(x)]
     width = 0.4 * min(gaps) if gaps else 0.4 * x[0]
@@ -58,6 +76,7 @@ def write_plot(results: Sequence[LevelResult], path: Path) -> None:
     bottom.set_xlabel("concurrent calls")
     bottom.set_xticks(x)
     bottom.set_ylabel("underruns")
+    bottom.set_ylim(0, max(1, *(r.underruns for r in levels)) * 1.1)
     bottom.grid(alpha=0.3)
     cpu = bottom.twinx()
     cpu.plot(

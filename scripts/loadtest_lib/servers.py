@@ -124,6 +124,8 @@ def start_tts(
         "BRIDGE_TTS_SERVER_ENGINE": engine,
         "BRIDGE_TTS_SERVER_SIM_FIRST_AUDIO_S": str(first_audio_s),
         "BRIDGE_TTS_SERVER_SIM_RTF": str(rtf),
+        # The GPU host's resampling is not what is measured, and would load the generator's core.
+        "BRIDGE_TTS_SERVER_SIM_SAMPLE_RATE": "8000",
         "BRIDGE_TTS_SERVER_CONCURRENCY": "10000",
         "BRIDGE_TTS_SERVER_MAX_QUEUE": "10000",
         # Kept across runs: the first start renders the sim's speech with Piper (seconds).

@@ -25,7 +25,7 @@ from bridge.silma.protocol import CAPABILITIES
 from bridge.tts_server.app import RunningServer, start
 from bridge.tts_server.engines import Engine, Utterance, get_engine
 from bridge.tts_server.engines.piper import PiperEngine
-from bridge.tts_server.engines.sim import CACHE_FILE, CHUNK_SECONDS, SECONDS_PER_CHAR, SimEngine
+from bridge.tts_server.engines.sim import CHUNK_SECONDS, SECONDS_PER_CHAR, SimEngine
 from tests.speech import assert_is_speech
 
 WAIT_S = 20.0  # upper bound on any single wait; normal runs take a fraction of a second
@@ -459,12 +459,28 @@ async def test_sim_engine_latency_model(sim_cache: Path) -> None:
 
 
 async def test_sim_engine_renders_its_cache_once(sim_cache: Path) -> None:
-    assert (sim_cache / CACHE_FILE).is_file()
     engine = sim(sim_cache, first_audio_s=0, rtf=0)
+    assert engine.cache_path.is_file()
     await engine.start()  # loads the cache: rendering would fail with the bogus voice path
     chunks = [c async for c in engine.synthesize(Utterance("Speed makes it shorter.", speed=2.0))]
     seconds = sum(c.size for c in chunks) / engine.sample_rate
     assert abs(seconds - 23 * SECONDS_PER_CHAR / 2.0) < 0.01
+
+
+async def test_sim_engine_at_8_khz_speaks_at_that_rate(
+    tmp_path: Path, piper_engine: PiperEngine
+) -> None:
+    engine = SimEngine(tmp_path, first_audio_s=0, rtf=0, piper=piper_engine, sample_rate=8000)
+    await engine.start()
+    assert engine.cache_path.is_file() and "8000" in engine.cache_path.name
+    text = "Eight kilohertz speech for the load test."
+    chunks = [c async for c in engine.synthesize(Utterance(text))]
+    assert max(c.size for c in chunks) == round(CHUNK_SECONDS * 8000)
+    audio = np.concatenate(chunks)
+    assert abs(audio.size / 8000 - len(text) * SECONDS_PER_CHAR) < 0.01
+    assert_is_speech(audio, 8000)
+    with pytest.raises(ConfigError, match="sim_sample_rate 4000"):
+        SimEngine(tmp_path, first_audio_s=0, rtf=0, sample_rate=4000)
 
 
 def test_silma_engine_without_its_extra_is_a_clear_config_error() -> None:

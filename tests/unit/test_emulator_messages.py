@@ -481,6 +481,7 @@ class FakeSocket:
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.media_sent = asyncio.Event()
         self._inbox: asyncio.Queue[aiohttp.WSMessage | None] = asyncio.Queue()
 
     def feed(self, msg: object) -> None:
@@ -488,6 +489,8 @@ class FakeSocket:
 
     async def send_str(self, text: str) -> None:
         self.sent.append(json.loads(text))
+        if self.sent[-1]["event"] == "media":
+            self.media_sent.set()
 
     async def close(self) -> None:
         self._inbox.put_nowait(None)
@@ -605,7 +608,8 @@ async def test_plivo_upgrade_is_signed_as_a_get_of_the_http_url() -> None:
 
 async def test_plivo_timestamps_are_wall_clock_ms_strings() -> None:
     call, session = await _connected(PlivoCallEmulator)
-    await asyncio.sleep(0)  # one turn of the loop: the first caller frame is due at once
+    async with asyncio.timeout(2):  # the first caller frame is due at once: the clock's next tick
+        await session.socket.media_sent.wait()
     await call.send_dtmf("5")
     await call.abort()
     ws = session.socket

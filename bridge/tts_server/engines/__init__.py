@@ -25,6 +25,7 @@ def get_engine(settings: TTSServerSettings) -> Engine:
             first_audio_s=settings.sim_first_audio_s,
             rtf=settings.sim_rtf,
             piper_voice=settings.piper_voice,
+            sample_rate=settings.sim_sample_rate,
         )
     if settings.engine == "silma":
         from bridge.tts_server.engines.silma import build_silma_engine

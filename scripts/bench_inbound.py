@@ -1,0 +1,158 @@
+"""What the direct inbound path saves: server CPU per provider media message when each message
+goes to the call's handler inside the socket read (DirectWebSocketResponse, what the bridge
+does) vs through aiohttp's queue and an `async for` over the socket (the usual way).
+
+    .venv/bin/python scripts/bench_inbound.py [--calls 300] [--seconds 8]
+
+A server process pinned to one core serves both ways; this process plays `--calls` Twilio
+callers, each sending one media message every 20 ms on the shared media clock, first to one
+way, then to the other. Each message gets the bridge's real work: the Twilio parser and the
+voice activity detector. Printed: the server's CPU share and microseconds per message, side
+by side, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+from bridge.audio.vad import VoiceDetector
+from bridge.emulator.clock import MediaClock
+from bridge.emulator.peer import FRAME_SECONDS
+from bridge.emulator.twilio_peer import media_message
+from bridge.telephony import events as ev
+from bridge.telephony.twilio import parse_message
+from bridge.web.direct_ws import DirectWebSocketResponse
+
+PAYLOAD = base64.b64encode(bytes(range(96, 256))).decode()  # 160 bytes of varied mu-law
+
+
+def _handler() -> Callable[[str | bytes], None]:
+    """What a call does with each message before anything else: parse it, feed the VAD."""
+    vad = VoiceDetector()
+
+    def handle(raw: str | bytes) -> None:
+        event = parse_message(raw)
+        if isinstance(event, ev.MediaReceived):
+            vad.push(event.payload)
+
+    return handle
+
+
+async def queued(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    handle = _handler()
+    async for msg in ws:
+        handle(msg.data)
+    return ws
+
+
+async def direct(request: web.Request) -> web.WebSocketResponse:
+    ws = DirectWebSocketResponse(compress=False)
+    ws.on_message = _handler()
+    await ws.prepare(request)
+    async for _ in ws:
+        pass
+    return ws
+
+
+def serve(port: int, core: int) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {core})
+    app = web.Application()
+    app.router.add_get("/queued", queued)
+    app.router.add_get("/direct", direct)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, loop=uvloop.new_event_loop())
+
+
+class Caller:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, first_due: float) -> None:
+        self.ws, self.first_due, self.sent = ws, first_due, 0
+
+    async def send_due_media(self, now: float) -> None:
+        while self.first_due + self.sent * FRAME_SECONDS <= now:
+            self.sent += 1
+            await self.ws.send_str(media_message(self.sent, self.sent, self.sent * 20, PAYLOAD,
+                                                 "MZ00000000000000000000000000000000"))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(http: aiohttp.ClientSession, url: str, pid: int, calls: int,
+                  seconds: float) -> tuple[float, float]:
+    """(server CPU %, µs of server CPU per message) with `calls` callers on `url`."""
+    loop = asyncio.get_running_loop()
+    clock = MediaClock()
+    sockets = [await http.ws_connect(url, compress=0) for _ in range(calls)]
+    callers = []
+    for i, ws in enumerate(sockets):
+        callers.append(Caller(ws, loop.time() + 0.1 + i * FRAME_SECONDS / calls))
+        clock.join(callers[-1], callers[-1].first_due)
+    await asyncio.sleep(1.0)  # settle: every caller is sending
+    cpu0, sent0, t0 = cpu_seconds(pid), sum(c.sent for c in callers), time.monotonic()
+    for step in range(int(seconds)):
+        await asyncio.sleep(1.0)
+        print(f"\r  {url.rsplit('/', 1)[1]}: {step + 1}/{int(seconds)} s", end="", flush=True)
+    cpu, sent = cpu_seconds(pid) - cpu0, sum(c.sent for c in callers) - sent0
+    wall = time.monotonic() - t0
+    print()
+    for caller in callers:
+        clock.leave(caller)
+    for ws in sockets:
+        await ws.close()
+    return 100 * cpu / wall, 1e6 * cpu / sent
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--server-core", type=int, default=0)
+    args = parser.parse_args()
+    port = 18000 + os.getpid() % 1000
+    server = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(port, args.server_core), daemon=True)
+    server.start()
+    try:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - {args.server_core}
+                                 or {args.server_core})
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            for _ in range(100):  # wait for the server to listen
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/none"):
+                        break
+                await asyncio.sleep(0.1)
+            results = {}
+            for way in ("queued", "direct"):
+                assert server.pid is not None
+                results[way] = await measure(http, f"http://127.0.0.1:{port}/{way}", server.pid,
+                                             args.calls, args.seconds)
+    finally:
+        server.terminate()
+    print(f"{args.calls} callers, one Twilio media message each every 20 ms "
+          f"({args.calls * 50:,} messages/s), parse + VAD per message, server on one core")
+    print(f"{'path':<8} {'server CPU %':>13} {'µs / message':>13}")
+    for way, (pct, us) in results.items():
+        print(f"{way:<8} {pct:>13.1f} {us:>13.1f}")
+    print(f"direct path: {results['queued'][1] / results['direct'][1]:.2f}x less CPU a message")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
