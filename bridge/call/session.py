@@ -85,6 +85,7 @@ class CallSession:
         self._vad = VoiceDetector()
         self._speech_started_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._unspoken: list[Utterance] = []  # said before the TTS was open
         self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._played: dict[int, asyncio.Event] = {}
         self._hangup: asyncio.Task[None] | None = None
@@ -97,12 +98,15 @@ class CallSession:
 
     # -- CallControl -------------------------------------------------------------------------
     def _utterance(self, text: str) -> Utterance:
-        if self.speaker is None:
+        if self.start is None:
             raise RuntimeError("the call has not started")
         utt = Utterance(self.trace.utterance(""))
         self._played[utt.trace.index] = asyncio.Event()
         utt.push(text)
-        self.speaker.say(utt)
+        if self.speaker is None:
+            self._unspoken.append(utt)  # the call's TTS is still opening
+        else:
+            self.speaker.say(utt)
         return utt
 
     def say(self, text: str) -> UtteranceTrace:
@@ -135,7 +139,7 @@ class CallSession:
         await asyncio.shield(self._hangup)
 
     async def _do_hangup(self, goodbye: str | None) -> None:
-        if goodbye and self.speaker is not None and not self.ended.is_set():
+        if goodbye and self.start is not None and not self.ended.is_set():
             await self.wait_played(self.say(goodbye), self._settings.mark_timeout_s)
         self.trace.end_reason = self.trace.end_reason or "hangup"
         if self._provider_hangup is not None and self.call_id:
@@ -264,6 +268,9 @@ class CallSession:
                                             dict(start.custom_parameters)))
         self._tasks.append(asyncio.create_task(self._open_speech(start),
                                                name=f"open-{self.call_id}"))
+        self._hooks.started(self)
+        log.info("call_started", call_id=self.call_id, provider=self.provider,
+                 stream_id=start.stream_id)
 
     async def _open_speech(self, start: ev.StreamStarted) -> None:
         """Open the call's TTS, then start the sender, the speaker and the agent. A task, so
@@ -271,9 +278,9 @@ class CallSession:
         try:
             synthesize = await self._resources.enter_async_context(
                 self._open_tts(dict(start.custom_parameters)))
-        except Exception as exc:
+        except Exception as exc:  # e.g. the store is down: this call fails, the bridge goes on
             log.exception("call_tts_unavailable", call_id=self.call_id)
-            self._end(f"tts unavailable: {exc}")
+            self._end(f"tts unavailable ({type(exc).__name__})")
             return
         assert self.codec is not None
         self.sender = PacedSender(
@@ -282,14 +289,14 @@ class CallSession:
             clock=asyncio.get_running_loop().time,
         )
         self.speaker = Speaker(synthesize, self.sender, on_done=self._speech_queued)
+        for utt in self._unspoken:
+            self.speaker.say(utt)
+        self._unspoken.clear()
         self._tasks += [
             asyncio.create_task(self.sender.run(), name=f"sender-{self.call_id}"),
             asyncio.create_task(self.speaker.run(), name=f"speaker-{self.call_id}"),
             asyncio.create_task(self._agent_loop(), name=f"agent-{self.call_id}"),
         ]
-        self._hooks.started(self)
-        log.info("call_started", call_id=self.call_id, provider=self.provider,
-                 stream_id=start.stream_id)
 
     def _speech_queued(self, utt: UtteranceTrace) -> None:
         if utt.outcome == "failed":
@@ -312,12 +319,11 @@ class CallSession:
         self.trace.end(reason)
         for utt in self.trace.utterances:
             self._utterance_done(utt)
-        if self.speaker is not None:  # the call got going: the agent and the registry know it
+        if self.start is not None:
             with contextlib.suppress(Exception):
                 await self._agent.handle(self, agent_events.CallEnded(self.trace.end_reason
                                                                       or reason))
-            self._hooks.ended(self)
-        if self.start is not None:
             await self._agent.close()
+            self._hooks.ended(self)
         self.ended.set()
         log.info("call", **self.trace.summary())

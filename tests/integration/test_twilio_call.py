@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 
 import aiohttp
 import numpy as np
@@ -163,6 +165,22 @@ async def test_dead_tts_server_degrades_the_call_without_crashing():
     assert utt["outcome"] == "failed"
     assert "unreachable" in utt["error"] or "connect" in utt["error"]
     assert utt["fallback"] is True
+
+
+async def test_a_call_whose_tts_cannot_be_opened_ends_with_the_reason(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        # A broken store (here: a table gone) fails the lookup of the caller's TTS settings.
+        path = bridge.context.settings.database_url.split("///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("DROP TABLE silma_credentials")
+        report = await run_call(bridge.url, max_seconds=15)
+        trace = await wait_ended(bridge, report.call_sid)
+        async with http.get(f"{bridge.url}/health") as health:
+            assert health.status == 200  # the bridge itself goes on
+    assert trace["end_reason"] == "tts unavailable (OperationalError)"
+    assert report.error is not None and "closed the media stream" in report.error
+    assert report.bytes_received == 0
 
 
 async def test_server_shutdown_ends_live_calls_cleanly(tts):
