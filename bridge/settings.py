@@ -120,6 +120,7 @@ class TTSServerSettings:
     silma_sway_coef: float = -1.0
     silma_normalizer_cache_dir: str = "data/silma/normalizer-cache"
     silma_voice_cache_size: int = 64
+    silma_max_batch: int = 8
     silma_default_voice: str = ""
     silma_default_voice_text: str = ""
 

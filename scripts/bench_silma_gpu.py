@@ -2,8 +2,11 @@
 
 Writes a SILMA model of the released size with random weights (the compute of a forward pass
 does not depend on the weights' values), loads it through the engine's real loading code, and
-sends N replies at once, N = 1, 4, 16. Also measures what the voice-registration extension
-saves per request (bytes on the wire, server time to take the clip in).
+sends N replies at once, N = 1, 4, 16, first one chunk per pass of the model (max batch 1),
+then with concurrent chunks batched (max batch 8), side by side. Every reply uses the same seed,
+as the bridge's requests do (BRIDGE_SILMA_SEED), so their chunks can share passes. Also measures
+what the voice-registration extension saves per request (bytes on the wire, server time to take
+the clip in).
 
     python scripts/bench_silma_gpu.py                      # CUDA, full size (a GPU host)
     python scripts/bench_silma_gpu.py --device cpu --tiny  # any machine, seconds
@@ -41,6 +44,7 @@ REFERENCE_TEXT = (
     "Hello, this is the voice that the agent should use when it speaks to callers on the phone."
 )
 REFERENCE_S = 7.0  # a typical reference clip: ~90 characters at a calm pace
+SEED = 42  # the bridge's default (BRIDGE_SILMA_SEED): every request of a bridge shares it
 
 
 def reference_clip(rate: int = 24000) -> np.ndarray:
@@ -51,11 +55,11 @@ def reference_clip(rate: int = 24000) -> np.ndarray:
     return (rng.standard_normal(n) * 0.1 * envelope).astype(np.float32)
 
 
-async def one_reply(engine: SilmaEngine, clip: np.ndarray, seed: int) -> tuple[float, float, float]:
+async def one_reply(engine: SilmaEngine, clip: np.ndarray) -> tuple[float, float, float]:
     """(time to first chunk, total time, audio seconds) of one streamed reply."""
     started = time.perf_counter()
     first, audio = None, 0
-    spoken = Utterance(REPLY, clip, 24000, REFERENCE_TEXT, seed=seed)
+    spoken = Utterance(REPLY, clip, 24000, REFERENCE_TEXT, seed=SEED)
     async with contextlib.aclosing(engine.synthesize(spoken)) as chunks:
         async for chunk in chunks:
             first = first or time.perf_counter() - started
@@ -66,16 +70,19 @@ async def one_reply(engine: SilmaEngine, clip: np.ndarray, seed: int) -> tuple[f
 
 async def level(engine: SilmaEngine, clip: np.ndarray, concurrency: int) -> str:
     compute, audio = engine.stats.total_compute_s, engine.stats.total_audio_s
+    chunks, passes = engine.stats.total_chunks, engine.executor.passes
     started = time.perf_counter()
-    results = await asyncio.gather(*(one_reply(engine, clip, s) for s in range(concurrency)))
+    results = await asyncio.gather(*(one_reply(engine, clip) for _ in range(concurrency)))
     wall = time.perf_counter() - started
+    per_pass = (engine.stats.total_chunks - chunks) / max(1, engine.executor.passes - passes)
     firsts = sorted(r[0] for r in results)
     rtf = (engine.stats.total_compute_s - compute) / (engine.stats.total_audio_s - audio)
     p95 = firsts[min(len(firsts) - 1, round(0.95 * (len(firsts) - 1)))]
     spoken = sum(r[2] for r in results)
+    p50 = statistics.median(firsts)
     return (
-        f"{concurrency:>11} {statistics.median(firsts) * 1000:>14.0f} {p95 * 1000:>14.0f} "
-        f"{rtf:>9.3f} {spoken / wall:>15.2f}"
+        f"{engine.executor.max_batch:>9} {concurrency:>11} {p50 * 1000:>14.0f} "
+        f"{p95 * 1000:>14.0f} {rtf:>9.3f} {spoken / wall:>15.2f} {per_pass:>14.1f}"
     )
 
 
@@ -120,6 +127,7 @@ async def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny model instead of 150M params")
     parser.add_argument("--steps", type=int, default=16, help="flow-matching steps (NFE)")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated levels")
+    parser.add_argument("--max-batch", default="1,8", help="comma-separated, side by side")
     args = parser.parse_args()
     clip = reference_clip()
     with tempfile.TemporaryDirectory(prefix="silma-bench-") as folder:
@@ -139,11 +147,16 @@ async def main() -> None:
             f"{written:.1f} s, loaded + warmed up in {time.perf_counter() - started:.1f} s"
         )
         try:
-            await one_reply(engine, clip, 0)  # the reference clip's preparation is cached now
+            await one_reply(engine, clip)  # the reference clip's preparation is cached now
             print(f"reply: {len(REPLY)} characters; reference {REFERENCE_S:g} s")
-            print("concurrency  first chunk p50  first chunk p95       RTF  audio s / wall s")
-            for concurrency in (int(n) for n in args.concurrency.split(",")):
-                print(await level(engine, clip, concurrency), flush=True)
+            print("max batch  concurrency  first chunk p50  first chunk p95       RTF  "
+                  "audio s / wall s  chunks / pass")
+            for max_batch in (int(n) for n in args.max_batch.split(",")):
+                engine.executor.max_batch = max_batch
+                # Unmeasured: the first passes at a new batch size pick their kernels.
+                await asyncio.gather(*(one_reply(engine, clip) for _ in range(max_batch)))
+                for concurrency in (int(n) for n in args.concurrency.split(",")):
+                    print(await level(engine, clip, concurrency), flush=True)
             print(registration_savings(engine, clip))
         finally:
             await engine.close()

@@ -120,14 +120,21 @@ async def test_speech_streams_in_chunks_of_plausible_length(engine: SilmaEngine)
 
 
 async def test_concurrent_requests_sound_the_same_as_one_at_a_time(engine: SilmaEngine) -> None:
+    # Seeds 1..4: chunk k of one request shares its noise seed with chunk k-1 of the next, so
+    # chunks of different requests, with different voices' texts and lengths, share passes.
     requests = [utterance(seed=seed) for seed in (1, 2, 3)] + [utterance(LONG_STORY[:200], seed=4)]
     alone = [await collect(engine, r) for r in requests]
+    chunks, passes = engine.stats.total_chunks, engine.executor.passes
     together = await asyncio.gather(*(collect(engine, r) for r in requests))
+    assert engine.stats.total_chunks - chunks > engine.executor.passes - passes  # batched
     for one, many in zip(alone, together, strict=True):
         assert len(one) == len(many)
         for a, b in zip(one, many, strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(np.concatenate(alone[0]), np.concatenate(alone[1]))  # seeds matter
+            assert a.size == b.size
+            # The same speech: a batch's padding changes the rounding, 40 dB or more below it.
+            assert np.linalg.norm(a - b) < 0.01 * np.linalg.norm(a)
+    first, second = np.concatenate(alone[0]), np.concatenate(alone[1])
+    assert np.linalg.norm(first - second) > 0.1 * np.linalg.norm(first)  # seeds matter
 
 
 async def test_cancel_drops_the_queued_chunks_of_that_request(engine: SilmaEngine) -> None:

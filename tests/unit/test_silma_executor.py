@@ -1,9 +1,11 @@
-"""The silma inference executor: one thread, earliest-deadline-first chunks, cancel drops."""
+"""The silma inference executor: one thread, earliest-deadline-first chunks, batches of chunks
+that share a key, cancel drops."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,13 +43,15 @@ class Recorder:
 
     def __init__(self) -> None:
         self.ran: list[tuple[str, int]] = []
+        self.batches: list[list[tuple[str, int]]] = []
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, work: str, index: int) -> np.ndarray:
+    def __call__(self, batch: Sequence[tuple[str, int]]) -> list[np.ndarray]:
         self.gate.wait(WAIT_S)
-        self.ran.append((work, index))
-        return np.full(RATE, index, dtype=np.float32)
+        self.ran += batch
+        self.batches.append(list(batch))
+        return [np.full(RATE, index, dtype=np.float32) for _, index in batch]
 
 
 async def drain(queue: asyncio.Queue[object]) -> list[np.ndarray]:
@@ -98,15 +102,57 @@ async def test_cancel_drops_the_queued_chunks() -> None:
 
 
 async def test_a_failing_chunk_ends_its_request_with_the_error_only() -> None:
-    def run(work: str, index: int) -> np.ndarray:
-        if work == "bad":
+    def run(batch: Sequence[tuple[str, int]]) -> list[np.ndarray]:
+        if any(work == "bad" for work, _ in batch):
             raise ValueError("boom")
-        return np.zeros(RATE, dtype=np.float32)
+        return [np.zeros(RATE, dtype=np.float32) for _ in batch]
 
     executor: InferenceExecutor[str] = InferenceExecutor(run, RATE)
     loop = asyncio.get_running_loop()
     try:
         _, bad = executor.submit("bad", 3, loop)
+        _, good = executor.submit("good", 2, loop)
+        failure = await asyncio.wait_for(bad.get(), WAIT_S)
+        assert isinstance(failure, ValueError)
+        assert len(await drain(good)) == 2
+    finally:
+        executor.close()
+    assert executor.queued_chunks == 0
+
+
+async def test_chunks_with_the_same_key_share_a_pass_most_urgent_first() -> None:
+    model = Recorder()
+    # The key is the chunk index (as the engine's seed + index, with one seed for all).
+    executor: InferenceExecutor[str] = InferenceExecutor(
+        model, RATE, max_batch=2, batch_key=lambda work, index: index
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        model.gate.clear()  # hold the thread: the next requests queue up together
+        _, first = executor.submit("a", 2, loop)
+        await asyncio.sleep(0.05)  # a[0] is in progress alone
+        queues = [executor.submit(name, 2, loop)[1] for name in ("b", "c", "d")]
+        model.gate.set()
+        results = await asyncio.gather(drain(first), *(drain(q) for q in queues))
+    finally:
+        executor.close()
+    assert [[c[0] for c in chunks] for chunks in results] == [[0, 1]] * 4
+    # First chunks before second ones (a's second is not due: it has 1 s of audio in hand),
+    # at most two to a pass, oldest first; a chunk only shares a pass with its own key.
+    assert model.batches == [
+        [("a", 0)], [("b", 0), ("c", 0)], [("d", 0)], [("a", 1), ("b", 1)], [("c", 1), ("d", 1)],
+    ]
+
+
+async def test_one_request_failing_in_a_batch_fails_alone() -> None:
+    def run(batch: Sequence[tuple[str, int]]) -> list[np.ndarray | BaseException]:
+        return [ValueError("bad text") if work == "bad" else np.zeros(RATE, np.float32)
+                for work, _ in batch]
+
+    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE, max_batch=4)
+    loop = asyncio.get_running_loop()
+    try:
+        _, bad = executor.submit("bad", 2, loop)
         _, good = executor.submit("good", 2, loop)
         failure = await asyncio.wait_for(bad.get(), WAIT_S)
         assert isinstance(failure, ValueError)

@@ -2,8 +2,8 @@
 
 Modules: upstream (imports the model classes and no more), model (local files -> one device),
 text (chunking), voices (reference clips), normalizer (cached grammars), executor (the one
-inference thread), engine (the Engine interface), random_model (random-weight files for tests
-and benchmarks). Importing this package imports no torch: `start()` does.
+inference thread, batching chunks), engine (the Engine interface), random_model (random-weight
+files for tests and benchmarks). Importing this package imports no torch: `start()` does.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def build_silma_engine(settings: TTSServerSettings) -> SilmaEngine:
             ),
             normalizer_cache_dir=path(settings.silma_normalizer_cache_dir),
             voice_cache_size=settings.silma_voice_cache_size,
+            max_batch=settings.silma_max_batch,
             default_voice=path(settings.silma_default_voice),
             default_voice_text=settings.silma_default_voice_text,
         )

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import secrets
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from bridge.tts_server.engines.silma.model import (
     ModelFiles,
     SamplingConfig,
     SilmaModel,
+    SpeechItem,
     load_model,
 )
 from bridge.tts_server.engines.silma.normalizer import TextNormalizer
@@ -59,6 +60,7 @@ class SilmaConfig:
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     normalizer_cache_dir: Path | None = None
     voice_cache_size: int = 64
+    max_batch: int = 8  # chunks of concurrent requests made in one pass of the model
     default_voice: Path | None = None  # a WAV used when a request sends no reference clip
     default_voice_text: str = ""
 
@@ -142,6 +144,8 @@ class SilmaEngine:
     ) -> None:
         if config.voice_cache_size < 1:
             raise ConfigError("silma_voice_cache_size must be at least 1")
+        if config.max_batch < 1:
+            raise ConfigError("silma_max_batch must be at least 1")
         self.config = config
         self.sample_rate = 24000  # the released model's rate; checked against the files on load
         self._loader = loader
@@ -182,7 +186,8 @@ class SilmaEngine:
         self._normalizer.load()
         self._model = model
         self._executor = InferenceExecutor(
-            self._run, model.sample_rate, on_chunk=lambda timing: self.stats.add(timing)
+            self._run, model.sample_rate, max_batch=config.max_batch, batch_key=_seed,
+            on_chunk=lambda timing: self.stats.add(timing),
         )
         log.info(
             "silma_loaded", device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
@@ -199,9 +204,11 @@ class SilmaEngine:
             "device": str(model.device) if model else None,
             "dtype": str(model.dtype).removeprefix("torch.") if model else None,
             "steps": self.config.sampling.steps,
+            "max_batch": self._executor.max_batch if self._executor else self.config.max_batch,
             "normalizer": self._normalizer.active,
             "queued_chunks": self._executor.queued_chunks if self._executor else 0,
             "dropped_chunks": self._executor.dropped_chunks if self._executor else 0,
+            "passes": self._executor.passes if self._executor else 0,
             "voice_cache": {
                 "size": len(self.voices), "hits": self.voices.hits, "misses": self.voices.misses,
             },
@@ -266,20 +273,42 @@ class SilmaEngine:
         key = content_key(work.reference, work.reference_rate, work.reference_text)
         return self.voices.get_or_make(key, make)
 
-    def _run(self, work: _Work, index: int) -> np.ndarray:
-        """Chunk `index` of a request, on the executor thread."""
+    def _run(self, batch: Sequence[tuple[_Work, int]]) -> list[np.ndarray | BaseException]:
+        """Chunks of requests that share a seed, in one pass, on the executor thread. A request
+        whose voice or text cannot be prepared fails alone."""
         model = self._model
         assert model is not None
-        if work.voice is None:
-            work.voice = self._voice(work)
-        voice = work.voice
-        text = self._normalizer(work.chunks[index])
-        audio = model.generate(
-            voice.mel, voice.clip.text, voice.clip.speech_s, text,
-            seed=(work.seed + index) % 2**31, speed=work.speed,
-        )
-        audio = trim_silence(audio / np.float32(voice.clip.gain), model.sample_rate, LEAD_S, TAIL_S)
+        results: list[np.ndarray | BaseException] = []
+        items: list[SpeechItem] = []
+        for work, index in batch:
+            try:
+                if work.voice is None:
+                    work.voice = self._voice(work)
+                text = self._normalizer(work.chunks[index])
+            except Exception as exc:
+                results.append(exc)
+                continue
+            clip = work.voice.clip
+            items.append(SpeechItem(work.voice.mel, clip.text, clip.speech_s, text, work.speed))
+            results.append(np.empty(0, np.float32))  # a place held for this chunk's audio
+        if items:
+            audio = iter(model.generate(items, seed=_seed(*batch[0])))
+            for slot, (work, index) in enumerate(batch):
+                if not isinstance(results[slot], BaseException):
+                    results[slot] = self._shape(work, index, next(audio))
+        return results
+
+    def _shape(self, work: _Work, index: int, audio: np.ndarray) -> np.ndarray:
+        """Level, trim, and lead with the pause the previous chunk's end asks for."""
+        assert work.voice is not None and self._model is not None
+        rate = self._model.sample_rate
+        audio = trim_silence(audio / np.float32(work.voice.clip.gain), rate, LEAD_S, TAIL_S)
         if index:
             pause = pause_after(work.chunks[index - 1]) / work.speed
-            audio = np.concatenate([np.zeros(round(pause * model.sample_rate), np.float32), audio])
+            audio = np.concatenate([np.zeros(round(pause * rate), np.float32), audio])
         return audio
+
+
+def _seed(work: _Work, index: int) -> int:
+    """Chunk `index`'s noise seed: chunks batch together only when theirs agree."""
+    return (work.seed + index) % 2**31

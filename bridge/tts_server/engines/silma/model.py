@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 SHORT_TEXT_CHARS = 25  # silma-tts 1.0.5: texts this short are spoken 1.3x slower, else rushed
 SHORT_TEXT_SLOWDOWN = 1.3
 MEL_FLOOR = 1e-5  # silma-tts's vocos-type mel: log(clamp(mel, 1e-5))
+MAX_FRAMES = 4096  # CFM.sample's cap on a pass's length (reference + speech)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +98,17 @@ def mel_filterbank(config: MelConfig) -> np.ndarray:
     return np.maximum(0.0, np.minimum(rising, falling)).T.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeechItem:
+    """One text to speak in one voice."""
+
+    reference: Any  # (1, frames, n_mels) log-mel of the reference clip, on the model's device
+    reference_text: str
+    reference_speech_s: float  # the clip's speech, without its padded silence
+    text: str
+    speed: float = 1.0
+
+
 class SilmaModel:
     def __init__(
         self,
@@ -140,44 +153,51 @@ class SilmaModel:
             mel = torch.matmul(self._filters, spec).clamp(min=MEL_FLOOR).log()
         return mel.permute(0, 2, 1).to(self.dtype)
 
-    def generate(
-        self,
-        reference: torch.Tensor,
-        reference_text: str,
-        reference_speech_s: float,
-        text: str,
-        *,
-        seed: int,
-        speed: float = 1.0,
-    ) -> np.ndarray:
-        """Speech for `text` in the reference's voice, float32 at the model rate, unscaled.
+    def generate(self, items: Sequence[SpeechItem], *, seed: int) -> list[np.ndarray]:
+        """Speech for each item in its reference's voice, in one pass of the model: float32 at
+        the model rate, unscaled.
 
         Duration follows the reference's speaking rate (frames per character), as silma-tts
         does, but counted over the speech only: its padded tail of silence would otherwise slow
-        every reply by as much as it is long. The model reads the transcript, then `text`.
+        every reply by as much as it is long. The model reads the transcript, then the text.
+        Each item starts from the noise `seed` gives a pass of its own length, so an item
+        sounds the same in a batch as alone (up to rounding: padding changes the kernels).
         """
         torch = self._torch
-        ref_frames = int(reference.shape[1])
-        if len(text) < SHORT_TEXT_CHARS:
-            speed /= SHORT_TEXT_SLOWDOWN
-        prompt = _join(reference_text, text)
-        speech_frames = reference_speech_s * self.mel.sample_rate / self.mel.hop_length
-        frames_per_char = speech_frames / max(1, len(reference_text))
-        duration = ref_frames + max(1, int(frames_per_char * len(text) / speed))
+        references = [int(item.reference.shape[1]) for item in items]
+        prompts = [_join(item.reference_text, item.text) for item in items]
+        # What CFM.sample itself makes of a duration: room for the prompt, capped.
+        durations = [
+            min(MAX_FRAMES, max(len(prompt) + 1, ref + 1, ref + self._speech_frames(item)))
+            for item, prompt, ref in zip(items, prompts, references, strict=True)
+        ]
         with torch.inference_mode():
             self._cfm.transformer.clear_cache()  # a failed call may have left its text behind
             out, _ = self._cfm.sample(
-                cond=reference,
-                text=[prompt],
-                duration=duration,
+                cond=torch.nn.utils.rnn.pad_sequence(
+                    [item.reference[0] for item in items], batch_first=True),
+                text=prompts,
+                duration=torch.tensor(durations, device=self.device),
+                lens=torch.tensor(references, device=self.device),
                 steps=self.sampling.steps,
                 cfg_strength=self.sampling.cfg_strength,
                 sway_sampling_coef=self.sampling.sway_coef,
                 seed=seed,
             )
-            generated = out[:, ref_frames:, :].float().permute(0, 2, 1)
-            wave = self._head(self._backbone(generated))
-        return wave[0].cpu().numpy().astype(np.float32, copy=False)
+            waves = []
+            for row, (ref, end) in enumerate(zip(references, durations, strict=True)):
+                generated = out[row : row + 1, ref:end, :].float().permute(0, 2, 1)
+                wave = self._head(self._backbone(generated))
+                waves.append(wave[0].cpu().numpy().astype(np.float32, copy=False))
+        return waves
+
+    def _speech_frames(self, item: SpeechItem) -> int:
+        speed = item.speed
+        if len(item.text) < SHORT_TEXT_CHARS:
+            speed /= SHORT_TEXT_SLOWDOWN
+        speech_frames = item.reference_speech_s * self.mel.sample_rate / self.mel.hop_length
+        frames_per_char = speech_frames / max(1, len(item.reference_text))
+        return max(1, int(frames_per_char * len(item.text) / speed))
 
 
 def _join(reference_text: str, text: str) -> str:
