@@ -8,8 +8,9 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
-from bridge.tts_server.engines.silma.executor import InferenceExecutor, Job, pick
+from bridge.tts_server.engines.silma.executor import InferenceExecutor, Job, RunBatch, pick
 
 RATE = 100  # samples per second: a chunk of 100 samples is 1 s of audio
 WAIT_S = 10.0
@@ -101,25 +102,6 @@ async def test_cancel_drops_the_queued_chunks() -> None:
     assert queue.empty()  # the finished chunk of a cancelled request is discarded
 
 
-async def test_a_failing_chunk_ends_its_request_with_the_error_only() -> None:
-    def run(batch: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-        if any(work == "bad" for work, _ in batch):
-            raise ValueError("boom")
-        return [np.zeros(RATE, dtype=np.float32) for _ in batch]
-
-    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE)
-    loop = asyncio.get_running_loop()
-    try:
-        _, bad = executor.submit("bad", 3, loop)
-        _, good = executor.submit("good", 2, loop)
-        failure = await asyncio.wait_for(bad.get(), WAIT_S)
-        assert isinstance(failure, ValueError)
-        assert len(await drain(good)) == 2
-    finally:
-        executor.close()
-    assert executor.queued_chunks == 0
-
-
 async def test_chunks_with_the_same_key_share_a_pass_most_urgent_first() -> None:
     model = Recorder()
     # The key is the chunk index (as the engine's seed + index, with one seed for all).
@@ -144,15 +126,27 @@ async def test_chunks_with_the_same_key_share_a_pass_most_urgent_first() -> None
     ]
 
 
-async def test_one_request_failing_in_a_batch_fails_alone() -> None:
-    def run(batch: Sequence[tuple[str, int]]) -> list[np.ndarray | BaseException]:
-        return [ValueError("bad text") if work == "bad" else np.zeros(RATE, np.float32)
-                for work, _ in batch]
+def _pass_fails(batch: Sequence[tuple[str, int]]) -> list[np.ndarray | BaseException]:
+    """A model pass that raises whenever the bad request is in it."""
+    if any(work == "bad" for work, _ in batch):
+        raise ValueError("boom")
+    return [np.zeros(RATE, dtype=np.float32) for _ in batch]
 
-    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE, max_batch=4)
+
+def _item_fails(batch: Sequence[tuple[str, int]]) -> list[np.ndarray | BaseException]:
+    """A pass in which only the bad request's chunk fails (its text could not be prepared)."""
+    return [ValueError("bad text") if work == "bad" else np.zeros(RATE, np.float32)
+            for work, _ in batch]
+
+
+@pytest.mark.parametrize(("run", "max_batch"), [(_pass_fails, 1), (_item_fails, 4)])
+async def test_a_failing_chunk_ends_its_request_with_the_error_only(
+    run: RunBatch[str], max_batch: int
+) -> None:
+    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE, max_batch=max_batch)
     loop = asyncio.get_running_loop()
     try:
-        _, bad = executor.submit("bad", 2, loop)
+        _, bad = executor.submit("bad", 3, loop)
         _, good = executor.submit("good", 2, loop)
         failure = await asyncio.wait_for(bad.get(), WAIT_S)
         assert isinstance(failure, ValueError)
