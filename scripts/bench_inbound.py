@@ -2,7 +2,7 @@
 goes to the call's handler inside the socket read (DirectWebSocketResponse, what the bridge
 does) vs through aiohttp's queue and an `async for` over the socket (the usual way).
 
-    .venv/bin/python scripts/bench_inbound.py [--calls 300] [--seconds 8]
+    .venv/bin/python scripts/bench_inbound.py [--calls 300] [--seconds 8]   # needs [bench]
 
 A server process pinned to one core serves both ways; this process plays `--calls` Twilio
 callers, each sending one media message every 20 ms on the shared media clock, first to one
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import aiohttp
 import uvloop
 from aiohttp import web
+from loadtest_lib.meters import CpuMeter
 
 from bridge.audio.vad import VoiceDetector
 from bridge.emulator.clock import MediaClock
@@ -88,12 +89,6 @@ class Caller:
                                                  "MZ00000000000000000000000000000000"))
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(http: aiohttp.ClientSession, url: str, pid: int, calls: int,
                   seconds: float) -> tuple[float, float]:
     """(server CPU %, µs of server CPU per message) with `calls` callers on `url`."""
@@ -105,18 +100,18 @@ async def measure(http: aiohttp.ClientSession, url: str, pid: int, calls: int,
         callers.append(Caller(ws, loop.time() + 0.1 + i * FRAME_SECONDS / calls))
         clock.join(callers[-1], callers[-1].first_due)
     await asyncio.sleep(1.0)  # settle: every caller is sending
-    cpu0, sent0, t0 = cpu_seconds(pid), sum(c.sent for c in callers), time.monotonic()
+    meter, sent0, t0 = CpuMeter.process(pid), sum(c.sent for c in callers), time.monotonic()
     for step in range(int(seconds)):
         await asyncio.sleep(1.0)
         print(f"\r  {url.rsplit('/', 1)[1]}: {step + 1}/{int(seconds)} s", end="", flush=True)
-    cpu, sent = cpu_seconds(pid) - cpu0, sum(c.sent for c in callers) - sent0
-    wall = time.monotonic() - t0
+    pct, sent = meter.percent() or 0.0, sum(c.sent for c in callers) - sent0
+    cpu = pct / 100 * (time.monotonic() - t0)
     print()
     for caller in callers:
         clock.leave(caller)
     for ws in sockets:
         await ws.close()
-    return 100 * cpu / wall, 1e6 * cpu / sent
+    return pct, 1e6 * cpu / sent
 
 
 async def main() -> None:

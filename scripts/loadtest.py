@@ -43,7 +43,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ import aiohttp
 import numpy as np
 import orjson
 from loadtest_lib import servers
+from loadtest_lib.meters import CpuMeter
 from loadtest_lib.stats import (
     MAX_OTHER_CPU_PCT,
     Dist,
@@ -248,66 +249,6 @@ class LagProbe:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-class CpuMeter:
-    """CPU seconds used between two snapshots, as % of one core: by one process (all its
-    threads), or by the whole machine. Unknown (None) without a process to watch."""
-
-    def __init__(self, read: Callable[[], float] | None, proc: Any = None) -> None:
-        self._read = read
-        self.proc = proc
-        self._t0 = time.monotonic()
-        self._cpu0 = read() if read else 0.0
-
-    @classmethod
-    def process(cls, pid: int | None) -> CpuMeter:
-        import psutil
-
-        if pid is None:
-            return cls(None)
-        proc = psutil.Process(pid)
-
-        def read() -> float:
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:  # it ended: the level's numbers say so elsewhere
-                return 0.0
-            return float(times.user + times.system)
-
-        return cls(read, proc)
-
-    @classmethod
-    def machine(cls) -> CpuMeter:
-        import psutil
-
-        def read() -> float:
-            times = psutil.cpu_times()._asdict()
-            # Busy time, hypervisor steal included; guest time is already inside user/nice.
-            idle = ("idle", "iowait", "guest", "guest_nice")
-            return float(sum(v for k, v in times.items() if k not in idle))
-
-        return cls(read)
-
-    def restart(self) -> None:
-        self._t0 = time.monotonic()
-        self._cpu0 = self._read() if self._read else 0.0
-
-    def percent(self) -> float | None:
-        wall = time.monotonic() - self._t0
-        if self._read is None or wall <= 0:
-            return None
-        return 100 * (self._read() - self._cpu0) / wall
-
-    def rss_mib(self) -> float | None:
-        import psutil
-
-        if self.proc is None:
-            return None
-        try:
-            return float(self.proc.memory_info().rss) / 2**20
-        except psutil.Error:
-            return None
 
 
 def _at_least_zero(meter: CpuMeter) -> float | None:

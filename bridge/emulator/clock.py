@@ -31,7 +31,6 @@ class MediaClock:
     def __init__(self, frames_per_wakeup: int = 1, frame_s: float = 0.020) -> None:
         if frames_per_wakeup < 1:
             raise ValueError("frames_per_wakeup must be at least 1")
-        self.frames_per_wakeup = frames_per_wakeup
         self.period_s = frames_per_wakeup * frame_s
         self._slots: list[list[MediaSource]] = [
             [] for _ in range(max(1, round(self.period_s / SLOT_S)))

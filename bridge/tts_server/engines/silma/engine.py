@@ -278,25 +278,23 @@ class SilmaEngine:
         whose voice or text cannot be prepared fails alone."""
         model = self._model
         assert model is not None
-        results: list[np.ndarray | BaseException] = []
-        items: list[SpeechItem] = []
-        for work, index in batch:
+        results: dict[int, np.ndarray | BaseException] = {}  # by slot in the batch
+        items: dict[int, SpeechItem] = {}
+        for slot, (work, index) in enumerate(batch):
             try:
                 if work.voice is None:
                     work.voice = self._voice(work)
                 text = self._normalizer(work.chunks[index])
             except Exception as exc:
-                results.append(exc)
+                results[slot] = exc
                 continue
             clip = work.voice.clip
-            items.append(SpeechItem(work.voice.mel, clip.text, clip.speech_s, text, work.speed))
-            results.append(np.empty(0, np.float32))  # a place held for this chunk's audio
+            items[slot] = SpeechItem(work.voice.mel, clip.text, clip.speech_s, text, work.speed)
         if items:
-            audio = iter(model.generate(items, seed=_seed(*batch[0])))
-            for slot, (work, index) in enumerate(batch):
-                if not isinstance(results[slot], BaseException):
-                    results[slot] = self._shape(work, index, next(audio))
-        return results
+            audio = model.generate(list(items.values()), seed=_seed(*batch[0]))
+            for slot, made in zip(items, audio, strict=True):
+                results[slot] = self._shape(*batch[slot], made)
+        return [results[slot] for slot in range(len(batch))]
 
     def _shape(self, work: _Work, index: int, audio: np.ndarray) -> np.ndarray:
         """Level, trim, and lead with the pause the previous chunk's end asks for."""
