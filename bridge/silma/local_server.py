@@ -1,14 +1,19 @@
 """Runs our TTS server as a child process on loopback, for `make run` without an endpoint.
 
-A separate process keeps CPU-bound synthesis off the bridge's event loop and GIL.
+A separate process keeps CPU-bound synthesis off the bridge's event loop and GIL. It gets the
+environment without the bridge's secrets (database URL, secret key, tokens, provider and SILMA
+keys): it needs only its own settings, and a model it loads or a crash dump it writes should not
+be able to reach them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -16,6 +21,18 @@ from bridge.errors import TTSUnavailable
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
+# The BRIDGE_* variables `python -m bridge tts-server` reads: its own section, logging, the file.
+CHILD_PREFIXES = ("BRIDGE_TTS_SERVER_", "BRIDGE_LOG_")
+CHILD_NAMES = frozenset({"BRIDGE_CONFIG"})
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without the bridge's settings, but for those the TTS server reads. Variables
+    not of the bridge (PATH, HOME, CUDA_*, HF_*) pass: the engines need them."""
+    return {
+        name: value for name, value in environ.items()
+        if not name.startswith("BRIDGE_") or name in CHILD_NAMES or name.startswith(CHILD_PREFIXES)
+    }
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,7 +50,9 @@ class LocalTTSServer:
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(*self._args)
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._args, env=child_environment(os.environ)
+        )
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self._wait_ready()

@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bridge.errors import ConfigError
+from bridge.store.files import PRIVATE_FILE, restrict
 
 DECRYPT_FAILED = "stored secrets cannot be decrypted with BRIDGE_SECRET_KEY"
 
@@ -69,11 +70,13 @@ class SecretBox:
 
 
 def key_from_file(path: Path) -> tuple[str, bool]:
-    """The key kept in `path`, created (mode 0600) when missing. True when it was just created."""
+    """The key kept in `path`, created (mode 0600) when missing; an existing file readable by
+    others is made private. True when it was just created."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
         try:
+            restrict(path)
             return path.read_text(encoding="ascii").strip(), False
         except (OSError, UnicodeError) as exc:
             raise ConfigError(f"cannot read the secret key file {path}: {exc}") from exc

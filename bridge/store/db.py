@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
 
 from bridge.errors import ConfigError
+from bridge.store.files import private_directory, private_file
 
 NOW = sa.text("CURRENT_TIMESTAMP")  # the same SQL on both databases
 _IMMEDIATE = "bridge_sqlite_immediate"  # execution option: take SQLite's write lock at BEGIN
@@ -49,6 +50,7 @@ users = sa.Table(
     sa.Column("display_name", sa.Text, nullable=False, server_default=""),
     sa.Column("token_hash", sa.Text, nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("role", sa.Text, nullable=False, server_default="user"),  # "user" | "operator"
 )
 
 silma_credentials = sa.Table(
@@ -128,6 +130,17 @@ def _v3_telephony(conn: Connection) -> None:
     ).create(conn)
 
 
+def _v4_user_roles(conn: Connection) -> None:
+    """Roles. The "default" user is the owner of a single-tenant install: an operator."""
+    _add_column(conn, "users", sa.Column("role", sa.Text, nullable=False, server_default="user"))
+    frozen = sa.Table(
+        "users", sa.MetaData(),
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("role", sa.Text),
+    )
+    conn.execute(frozen.update().where(frozen.c.id == "default").values(role="operator"))
+
+
 def _add_column(conn: Connection, table: str, column: sa.Column[Any]) -> None:
     sa.Table(table, sa.MetaData(), column)  # CreateColumn renders a column of some table
     spec = CreateColumn(column).compile(dialect=conn.dialect)
@@ -138,6 +151,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v1_users_and_silma,
     _v2_region_and_voice,
     _v3_telephony,
+    _v4_user_roles,
 )
 LATEST = len(MIGRATIONS)
 
@@ -206,7 +220,9 @@ def create_engine(database_url: str) -> AsyncEngine:
         )
     path = sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Before SQLite writes a byte: its journal and WAL files copy the database file's mode.
+        private_directory(path.parent)
+        private_file(path)
     engine = create_async_engine(url, hide_parameters=True)
     _sqlite_transactions(engine.sync_engine)
     return engine

@@ -14,10 +14,22 @@ def mask_secret(secret: str) -> str:
     return "****" + secret[-4:] if len(secret) >= 16 else "****"
 
 
+USER = "user"
+OPERATOR = "operator"  # manages the bridge itself; the "default" user of a fresh install is one
+ROLES = (USER, OPERATOR)
+
+
 @dataclasses.dataclass(frozen=True)
 class User:
     id: str
     display_name: str
+    role: str = USER
+    # Filled by every Store method; None only for a record built by hand.
+    created_at: datetime | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == OPERATOR
 
 
 @dataclasses.dataclass(frozen=True)

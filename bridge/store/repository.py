@@ -2,7 +2,8 @@
 
 Every call is its own short transaction that reads the database afresh, so a change made by hand
 (the specification's `UPDATE silma_credentials ...`) takes effect on the next read, no restart.
-Validating values is the web layer's job; the store stores.
+Validating credentials is the web layer's job; the store stores. Users are the exception: the
+command line and the web both create them, so their role and name are checked here, once.
 """
 
 from __future__ import annotations
@@ -29,11 +30,20 @@ from bridge.store.db import (
     telephony_credentials,
     users,
 )
-from bridge.store.models import SilmaCredentials, TelephonyCredentials, User
+from bridge.store.models import OPERATOR, ROLES, USER, SilmaCredentials, TelephonyCredentials, User
 
 log = structlog.get_logger("bridge.store")
 
 DEFAULT_USER_ID = "default"
+MAX_DISPLAY_NAME = 100
+# The token hash of a user whose token nobody knows: hash_token() gives 64 hex digits, never this
+# prefix, so no token matches it, and the random rest keeps the column unique.
+_NO_TOKEN = "none:"
+NO_TOKEN_HINT = (
+    "the default user has no usable access token: run `python -m bridge users rotate-token"
+    " default` (prints one) or set BRIDGE_DEFAULT_USER_TOKEN"
+)
+_USER_COLUMNS = (users.c.id, users.c.display_name, users.c.role, users.c.created_at)
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_COLUMNS = (
     silma_credentials.c.api_key,
@@ -51,15 +61,26 @@ class Store:
 
     @classmethod
     async def open(
-        cls, database_url: str, secret_key: str, *, default_user_token: str = ""
+        cls,
+        database_url: str,
+        secret_key: str,
+        *,
+        default_user_token: str = "",
+        show_default_token: bool | None = None,
     ) -> Store:
-        """Connect, migrate the schema and make sure the default user exists."""
+        """Connect, migrate the schema and make sure the default user exists.
+
+        A default user created without `default_user_token` gets a token printed to stderr only
+        when `show_default_token` (None: when stderr is a terminal); else one nobody knows, and
+        a hint (no secret) how to make one."""
         engine = create_engine(database_url)
         try:
             store = cls(engine, SecretBox(_secret_key(engine, secret_key)))
             await migrate(engine)
             await store._check_key()
-            await store._seed_default_user(default_user_token)
+            if show_default_token is None:
+                show_default_token = sys.stderr.isatty()
+            await store._seed_default_user(default_user_token, show_default_token)
         except (OSError, DBAPIError) as exc:
             await engine.dispose()
             reason = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -86,34 +107,74 @@ class Store:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(users.c.id, users.c.display_name).where(
-                        users.c.token_hash == hash_token(token)
-                    )
+                    sa.select(*_USER_COLUMNS).where(users.c.token_hash == hash_token(token))
                 )
             ).one_or_none()
-        return None if row is None else User(id=row.id, display_name=row.display_name)
+        return None if row is None else _user(row)
 
-    async def create_user(self, display_name: str) -> tuple[User, str]:
-        """A new user with default SILMA settings. The plaintext token is returned only here."""
-        user = User(id=_new_user_id(), display_name=display_name)
-        token = new_token()
+    async def create_user(self, display_name: str, role: str = USER) -> tuple[User, str]:
+        """A new user with default SILMA settings. The plaintext token is returned only here.
+        Raises ValueError for a role other than "user" or "operator", or a display name that is
+        longer than 100 characters or not printable (it is shown in pages and tables)."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if len(display_name) > MAX_DISPLAY_NAME or not display_name.isprintable():
+            raise ValueError(
+                f"a display name must be printable and at most {MAX_DISPLAY_NAME} characters"
+            )
+        user_id, token = _new_user_id(), new_token()
         async with self._engine.begin() as conn:
             await conn.execute(
                 users.insert().values(
-                    id=user.id, display_name=display_name, token_hash=hash_token(token)
+                    id=user_id, display_name=display_name, role=role, token_hash=hash_token(token)
                 )
             )
-            await conn.execute(silma_credentials.insert().values(user_id=user.id))
-        return user, token
+            await conn.execute(silma_credentials.insert().values(user_id=user_id))
+            # Read back for created_at, which the database sets.
+            row = (await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.id == user_id))).one()
+        return _user(row), token
 
     async def get_user(self, user_id: str) -> User | None:
         async with self._engine.connect() as conn:
             row = (
-                await conn.execute(
-                    sa.select(users.c.id, users.c.display_name).where(users.c.id == user_id)
-                )
+                await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.id == user_id))
             ).one_or_none()
-        return None if row is None else User(id=row.id, display_name=row.display_name)
+        return None if row is None else _user(row)
+
+    async def list_users(self) -> list[User]:
+        """Every user, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id)
+            )
+            return [_user(row) for row in rows]
+
+    async def rotate_token(self, user_id: str) -> str:
+        """A new token for the user, returned only here; the old one stops working at once (every
+        lookup reads the database). Raises LookupError for an unknown user."""
+        token = new_token()
+        async with self._engine.begin() as conn:
+            changed = await conn.execute(
+                users.update().where(users.c.id == user_id).values(token_hash=hash_token(token))
+            )
+        if not changed.rowcount:
+            raise LookupError(f"no user {user_id!r}")
+        log.info("user_token_rotated", user_id=user_id)
+        return token
+
+    async def remove_user(self, user_id: str) -> None:
+        """Delete the user and, by the foreign keys' cascade, all their settings. Raises
+        LookupError for an unknown user, ValueError for the default user."""
+        if user_id == DEFAULT_USER_ID:
+            raise ValueError(
+                f"the {DEFAULT_USER_ID!r} user cannot be removed: the bridge's webhooks and media"
+                " streams without a user id in their path belong to it (rotate its token instead)"
+            )
+        async with self._engine.begin() as conn:
+            deleted = await conn.execute(users.delete().where(users.c.id == user_id))
+        if not deleted.rowcount:
+            raise LookupError(f"no user {user_id!r}")
+        log.info("user_removed", user_id=user_id)
 
     async def silma(self, user_id: str) -> SilmaCredentials | None:
         row = await self._row(silma_credentials, user_id)
@@ -223,17 +284,22 @@ class Store:
                 if sample:
                     self._box.decrypt(sample)
 
-    async def _seed_default_user(self, token: str) -> None:
-        """Create the "default" user and its SILMA row once, so the specification's SQL has a
-        row to change. A token from the environment is authoritative: setting it replaces a
-        lost one."""
+    async def _seed_default_user(self, token: str, show_token: bool) -> None:
+        """Create the "default" user (an operator) and its SILMA row once, so the specification's
+        SQL has a row to change. A token from the environment is authoritative: setting it
+        replaces a lost one. Without one, a generated token is shown only on a terminal: stderr
+        that is not one is a container's log, kept and shipped, and the token must not be in it.
+        There the user gets a token nobody knows, and each start says how to make one."""
         chosen = token or new_token()
+        shown = not token and show_token
+        token_hash = hash_token(chosen) if token or shown else _NO_TOKEN + secrets.token_hex(16)
         async with self._engine.begin() as conn:
             # ON CONFLICT DO NOTHING: replicas starting together create it once, no error.
             created = await conn.execute(
                 self._insert(users)
                 .values(
-                    id=DEFAULT_USER_ID, display_name="Default user", token_hash=hash_token(chosen)
+                    id=DEFAULT_USER_ID, display_name="Default user", role=OPERATOR,
+                    token_hash=token_hash,
                 )
                 .on_conflict_do_nothing(index_elements=[users.c.id])
             )
@@ -250,13 +316,22 @@ class Store:
                 )
                 if replaced.rowcount:
                     log.info("default_user_token_replaced", source="BRIDGE_DEFAULT_USER_TOKEN")
-        if created.rowcount and not token:
-            # Deliberately not logged: logs are kept and shipped, the token must not be.
+            unusable = not token and bool(
+                await conn.scalar(
+                    sa.select(users.c.id).where(
+                        users.c.id == DEFAULT_USER_ID, users.c.token_hash.startswith(_NO_TOKEN)
+                    )
+                )
+            )
+        if created.rowcount and shown:
+            # Deliberately not logged, and only on a terminal: a person reads it, no log keeps it.
             print(
                 f"Created user {DEFAULT_USER_ID!r}. Its access token, shown only this once: "
                 f"{chosen}",
                 file=sys.stderr,
             )
+        elif unusable:
+            log.warning("default_user_has_no_token", hint=NO_TOKEN_HINT)
 
     def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         # ON CONFLICT reads the same in both dialects but lives in each one's insert().
@@ -289,6 +364,12 @@ def _secret_key(engine: AsyncEngine, configured: str) -> str:
 
 def _given(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _user(row: sa.Row[*tuple[Any, ...]]) -> User:
+    return User(
+        id=row.id, display_name=row.display_name, role=row.role, created_at=_utc(row.created_at)
+    )
 
 
 def _new_user_id() -> str:

@@ -6,19 +6,25 @@ cannot be reached its tests are skipped, or fail when CI is set: CI must test Po
 
 import asyncio
 import os
+import pty
+import re
 import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from bridge.errors import ConfigError
 from bridge.store import DEFAULT_USER_ID, Store
-from bridge.store.crypto import DECRYPT_FAILED, SecretBox, generate_key
+from bridge.store.crypto import DECRYPT_FAILED, SecretBox, generate_key, hash_token
 from bridge.store.db import LATEST, async_url, create_engine, metadata, migrate
+from bridge.store.repository import NO_TOKEN_HINT
 
 PG_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SPEC_SQL = (
@@ -26,11 +32,13 @@ SPEC_SQL = (
     " WHERE user_id = 'default'"
 )
 KEY = generate_key()
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = re.compile(r"\b[0-9a-f]{64}\b")
 _pg_unreachable: list[str] = []  # remembered so a dead server costs one connect timeout
 
 
 @asynccontextmanager
-async def _pg_schema() -> AsyncIterator[str]:
+async def pg_schema() -> AsyncIterator[str]:
     """A URL whose connections see only a fresh schema, dropped afterwards."""
     url = async_url(PG_URL)
     if not _pg_unreachable:
@@ -60,14 +68,21 @@ async def db_url(request, tmp_path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bridge.db'}"
     else:
-        async with _pg_schema() as url:
+        async with pg_schema() as url:
             yield url
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    async with _pg_schema() as url:
+    async with pg_schema() as url:
         yield url
+
+
+@pytest.fixture
+def terminal(capsys, monkeypatch) -> None:
+    """stderr (captured) claims to be a terminal, where a generated token may be printed. On the
+    class: pytest-asyncio runs the test with another capture object than a fixture sees."""
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda _self: True)
 
 
 @pytest.fixture
@@ -102,7 +117,7 @@ async def test_migrations_apply_once_and_build_the_current_schema(store):
     }
 
 
-async def test_replicas_starting_together_migrate_and_seed_once(db_url, capsys):
+async def test_replicas_starting_together_migrate_and_seed_once(db_url, capsys, terminal):
     stores = await asyncio.gather(*(Store.open(db_url, KEY) for _ in range(3)))
     try:
         assert await _raw(stores[0], "SELECT count(*) FROM schema_version") == [(LATEST,)]
@@ -141,7 +156,7 @@ async def test_upgrade_from_version_1_keeps_the_data(db_url):
         await store.close()
 
 
-async def test_default_user_is_seeded_once_and_its_token_printed_once(db_url, capsys):
+async def test_default_user_is_seeded_once_and_its_token_printed_once(db_url, capsys, terminal):
     store = await Store.open(db_url, KEY)
     printed = capsys.readouterr().err
     token = printed.rsplit(" ", 1)[-1].strip()
@@ -171,6 +186,102 @@ async def test_token_from_settings_is_used_and_replaces_a_lost_one(db_url, capsy
     try:
         assert await store.user_for_token("first") is None
         assert (await store.user_for_token("second")).id == DEFAULT_USER_ID
+    finally:
+        await store.close()
+
+async def test_off_a_terminal_no_token_is_made_only_a_hint_how_to_make_one(db_url, capsys):
+    with capture_logs() as logs:
+        store = await Store.open(db_url, KEY)
+    try:
+        printed = capsys.readouterr()
+        assert "access token" not in printed.err and not TOKEN.search(printed.err + printed.out)
+        assert [e["hint"] for e in logs if e["event"] == "default_user_has_no_token"] == [
+            NO_TOKEN_HINT
+        ]
+        assert "rotate-token default" in NO_TOKEN_HINT and "BRIDGE_DEFAULT_USER_TOKEN" in NO_TOKEN_HINT
+        default = await store.get_user(DEFAULT_USER_ID)
+        assert default.is_operator
+        # Its stored hash is no hash of any token: nothing anyone could send matches it.
+        [(stored,)] = await _raw(store, "SELECT token_hash FROM users WHERE id = 'default'")
+        assert not re.fullmatch(r"[0-9a-f]{64}", stored)
+        token = await store.rotate_token(DEFAULT_USER_ID)
+        assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
+    finally:
+        await store.close()
+
+    with capture_logs() as logs:  # a token exists now: no more hint
+        store = await Store.open(db_url, KEY)
+    await store.close()
+    assert [e for e in logs if e["event"] == "default_user_has_no_token"] == []
+
+
+async def test_every_start_without_a_token_repeats_the_hint(db_url):
+    for _ in range(2):
+        with capture_logs() as logs:
+            store = await Store.open(db_url, KEY)
+        await store.close()
+        assert [e["event"] for e in logs].count("default_user_has_no_token") == 1
+
+
+async def test_a_real_terminal_gets_the_token_and_it_works(db_url):
+    """A child process whose stderr is a pseudo-terminal: sys.stderr.isatty() itself decides."""
+    child = (
+        "import asyncio, sys\n"
+        "from bridge.store import Store\n"
+        "async def main():\n"
+        "    store = await Store.open(sys.argv[1], sys.argv[2])\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    primary, secondary = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", child, db_url, KEY, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=secondary,
+        )
+        os.close(secondary)
+        secondary = -1
+        assert await proc.wait() == 0
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: every writer's end is closed and the buffer is drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    [token] = TOKEN.findall(seen.decode())
+    store = await Store.open(db_url, KEY)
+    try:
+        assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
+    finally:
+        await store.close()
+
+
+async def test_upgrade_to_roles_makes_the_default_user_an_operator(db_url):
+    engine = create_engine(db_url)
+    try:
+        assert await migrate(engine, target=3) == [1, 2, 3]
+        async with engine.begin() as conn:
+            for user_id in ("default", "old"):
+                await conn.execute(
+                    sa.text("INSERT INTO users (id, display_name, token_hash) VALUES (:id, '', :h)"),
+                    {"id": user_id, "h": hash_token(f"token-{user_id}")},
+                )
+    finally:
+        await engine.dispose()
+
+    store = await Store.open(db_url, KEY)
+    try:
+        default = await store.user_for_token("token-default")
+        old = await store.user_for_token("token-old")
+        assert (default.id, default.role, default.is_operator) == (DEFAULT_USER_ID, "operator", True)
+        assert (old.id, old.role, old.is_operator) == ("old", "user", False)
     finally:
         await store.close()
 
@@ -212,6 +323,66 @@ async def test_updating_an_unknown_user_is_a_lookup_error(store):
         await store.update_silma("nobody", api_key="sk")
     with pytest.raises(LookupError, match="nobody"):
         await store.update_telephony("nobody", twilio_account_sid="AC")
+
+async def test_users_have_roles_and_every_lookup_fills_them(store):
+    ann, ann_token = await store.create_user("Ann")
+    ops, ops_token = await store.create_user("Ops", role="operator")
+    assert (ann.role, ann.is_operator, ops.role, ops.is_operator) == ("user", False, "operator", True)
+    assert ann.created_at is not None and ann.created_at.tzinfo is not None
+    assert await store.user_for_token(ops_token) == ops == await store.get_user(ops.id)
+    assert await store.user_for_token(ann_token) == ann
+    listed = await store.list_users()
+    assert len(listed) == 3
+    assert {u.id: u for u in listed} == {
+        DEFAULT_USER_ID: await store.get_user(DEFAULT_USER_ID), ann.id: ann, ops.id: ops
+    }
+    assert {u.id: u.role for u in listed}[DEFAULT_USER_ID] == "operator"
+
+
+@pytest.mark.parametrize("name, role, message", [
+    ("Ann", "admin", "role must be one of user, operator"),
+    ("x" * 101, "user", "at most 100 characters"),
+    ("Ann\n", "user", "printable"),
+    ("\x1b[31mAnn", "user", "printable"),
+])
+async def test_create_user_refuses_bad_roles_and_names(store, name, role, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        await store.create_user(name, role=role)
+    assert await _raw(store, "SELECT count(*) FROM users") == [(1,)]
+
+
+async def test_a_name_of_100_printable_characters_is_fine(store):
+    user, _ = await store.create_user("é" * 100)
+    assert (await store.get_user(user.id)).display_name == "é" * 100
+
+
+async def test_rotate_token_replaces_it_at_once(store):
+    ann, old = await store.create_user("Ann")
+    new = await store.rotate_token(ann.id)
+    assert new != old and len(new) == 64
+    assert await store.user_for_token(old) is None
+    assert await store.user_for_token(new) == ann
+    [(stored,)] = await _raw(store, f"SELECT token_hash FROM users WHERE id = '{ann.id}'")
+    assert stored == hash_token(new)  # only the hash is kept
+    with pytest.raises(LookupError, match="nobody"):
+        await store.rotate_token("nobody")
+
+
+async def test_remove_user_deletes_the_user_and_its_settings(store):
+    ann, token = await store.create_user("Ann")
+    await store.update_silma(ann.id, api_key="sk-ann")
+    await store.update_telephony(ann.id, twilio_account_sid="AC1")
+    await store.remove_user(ann.id)
+    assert await store.get_user(ann.id) is None and await store.user_for_token(token) is None
+    assert await store.silma(ann.id) is None and await store.telephony(ann.id) is None
+    with pytest.raises(LookupError, match=ann.id):
+        await store.remove_user(ann.id)
+
+
+async def test_the_default_user_cannot_be_removed(store):
+    with pytest.raises(ValueError, match="webhooks and media streams"):
+        await store.remove_user(DEFAULT_USER_ID)
+    assert (await store.get_user(DEFAULT_USER_ID)).is_operator
 
 
 async def test_secrets_are_encrypted_at_rest(store):
@@ -284,6 +455,42 @@ async def test_sqlite_without_a_key_keeps_one_next_to_the_database(tmp_path):
         assert (await store.silma(DEFAULT_USER_ID)).api_key == "sk-dev"
     finally:
         await store.close()
+
+@pytest.fixture
+def umask_022() -> AsyncIterator[None]:
+    """The common umask, under which files are created world-readable unless we say otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_sqlite_data_directory_and_files_are_private(tmp_path, umask_022):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    url = f"sqlite:///{home / 'data' / 'bridge.db'}"
+    store = await Store.open(url, "")
+    await store.update_silma(DEFAULT_USER_ID, api_key="sk-dev")
+    await store.close()
+    assert _mode(home / "data") == 0o700
+    assert _mode(home / "data" / "bridge.db") == 0o600
+    assert _mode(home / "data" / "secret.key") == 0o600
+    assert _mode(home) == 0o755  # an existing directory is not ours to change
+
+
+async def test_existing_readable_database_and_key_are_made_private(tmp_path, umask_022):
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    store = await Store.open(url, "")
+    await store.close()
+    for name in ("bridge.db", "secret.key"):
+        (tmp_path / name).chmod(0o644)  # as an older bridge left them
+
+    store = await Store.open(url, "")
+    await store.close()
+    assert (_mode(tmp_path / "bridge.db"), _mode(tmp_path / "secret.key")) == (0o600, 0o600)
 
 
 async def test_postgresql_requires_a_secret_key(pg_url):

@@ -79,6 +79,23 @@ def test_key_file_is_private_and_stable(tmp_path):
     assert key_from_file(path) == (key, False)
 
 
+def test_key_file_readable_by_others_is_made_private(tmp_path):
+    path = tmp_path / "secret.key"
+    key = generate_key()
+    path.write_text(key + "\n", encoding="ascii")
+    path.chmod(0o644)  # as an older bridge, or a copy by hand, left it
+    assert key_from_file(path) == (key, False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_key_file_stricter_than_private_stays_so(tmp_path):
+    path = tmp_path / "secret.key"
+    path.write_text(generate_key(), encoding="ascii")
+    path.chmod(0o400)
+    key_from_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
+
+
 @pytest.mark.parametrize("secret, shown", [
     ("", ""),
     ("short", "****"),
