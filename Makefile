@@ -23,9 +23,11 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
+# Local trials: the emulated carrier (`python -m bridge call`) signs nothing unless given a
+# token, so unsigned webhooks are answered here; the bridge listens on loopback only.
 run: install
 	mkdir -p data
-	$(BIN)/python -m bridge serve
+	BRIDGE_ALLOW_UNSIGNED_WEBHOOKS=$${BRIDGE_ALLOW_UNSIGNED_WEBHOOKS:-true} $(BIN)/python -m bridge serve
 
 tts-server: install
 	$(BIN)/python -m bridge tts-server

@@ -56,12 +56,22 @@ def _watch_gc_pauses() -> None:
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
-    from bridge.web.app import create_app
+    from bridge.web.app import create_app, create_ops_app
+    from bridge.web.context import CONTEXT
 
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    runners = [runner]
     try:
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
+        if settings.ops_port:
+            # The ops endpoints without a credential: a listener of their own, so the operator
+            # can keep it off the network that carriers and tenants reach.
+            ops = web.AppRunner(create_ops_app(app[CONTEXT]), access_log=None)
+            runners.insert(0, ops)
+            await ops.setup()
+            await web.TCPSite(ops, settings.ops_host, settings.ops_port).start()
         # The ~100k objects of imports and start-up never die: move them out of the collector's
         # reach, or each full collection stalls every call's audio for ~100 ms.
         gc.collect()
@@ -76,7 +86,8 @@ async def _serve(settings: Settings) -> None:
               file=sys.stderr, flush=True)
         await _until_signalled()
     finally:
-        await runner.cleanup()
+        for each in runners:  # the ops listener first: the main app owns the services
+            await each.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,6 +140,18 @@ class Settings:
     secret_key: str = dataclasses.field(default="", repr=False)
     # Access token of the "default" user; empty = generated at first start and printed once.
     default_user_token: str = dataclasses.field(default="", repr=False)
+    # Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For names the
+    # client: failed logins are then counted per client, not per proxy.
+    trusted_proxies: str = ""
+    # A second listener for the ops endpoints (/metrics, /api/pool, /api/health) with no
+    # credential: bind it where only the operator's network reaches. 0 = none; the ops
+    # endpoints then need an operator's token on the main listener (they do there anyway).
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 0
+    # Answer carrier webhooks that no carrier token can check (no Twilio/Plivo auth token set
+    # for the user or the bridge). Only for trying the bridge locally: anyone could then open
+    # calls, so it is off unless asked for.
+    allow_unsigned_webhooks: bool = False
     silma: SilmaSettings = dataclasses.field(default_factory=SilmaSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     twilio: TwilioSettings = dataclasses.field(default_factory=TwilioSettings)
@@ -214,6 +226,8 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if not s.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"BRIDGE_PUBLIC_URL must be http(s)://, not {s.public_url!r}")
+    if not 0 <= s.ops_port <= 65535:
+        raise ConfigError("BRIDGE_OPS_PORT must be between 0 and 65535")
     if s.log_format not in {"json", "console"}:
         raise ConfigError("BRIDGE_LOG_FORMAT must be 'json' or 'console'")
     if s.agent.kind not in {"scripted", "remote"}:

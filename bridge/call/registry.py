@@ -1,4 +1,9 @@
-"""Live calls by id, a bounded history of ended calls' traces, and recent webhook times."""
+"""Live calls by id, a bounded history of ended calls' traces, and recent webhook times.
+
+Each call belongs to a user (its owner: the user of the signed path it came in on). Whoever asks
+through the control API sees and controls only what `visible` allows: their own calls, or every
+call for an operator. Handlers go through the `*_for(viewer, ...)` methods, so none can forget.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.call.session import CallSession
+from bridge.store import User
 from bridge.tracing.metrics import BridgeMetrics
 from bridge.tracing.trace import CallTrace, UtteranceTrace
 
 HISTORY = 200
 WEBHOOKS = 1000
+
+
+def visible(viewer: User, owner: str) -> bool:
+    return viewer.is_operator or viewer.id == owner
 
 
 def _started_at(trace: CallTrace) -> float:
@@ -40,6 +50,9 @@ class CallRegistry:
     def webhook_time(self, call_id: str) -> int | None:
         return self._webhooks.pop(call_id, None)
 
+    def refused(self, kind: str) -> None:
+        self.metrics.refuse(kind)
+
     def started(self, session: CallSession) -> None:
         self.live[session.call_id] = session
         self.metrics.call_started()
@@ -54,22 +67,34 @@ class CallRegistry:
         if self._on_call_ended is not None:
             self._on_call_ended(session.trace)
         self._ended[session.call_id] = {"started_at": _started_at(session.trace),
-                                        **session.trace.to_dict()}
+                                        "owner": session.owner, **session.trace.to_dict()}
         while len(self._ended) > self._history:
             self._ended.popitem(last=False)
 
     def trace(self, call_id: str) -> dict[str, Any] | None:
+        """Any call's trace, for the bridge itself (tests, exporters): not for the API."""
         session = self.live.get(call_id)
         if session is not None:
             return {"live": True, "started_at": _started_at(session.trace),
-                    **session.trace.to_dict()}
+                    "owner": session.owner, **session.trace.to_dict()}
         ended = self._ended.get(call_id)
         return {"live": False, **ended} if ended is not None else None
 
-    def live_calls(self) -> list[dict[str, Any]]:
-        """Live calls' summaries (the call log line's fields) and start times."""
-        return [{"live": True, "started_at": _started_at(s.trace), **s.trace.summary()}
-                for s in self.live.values()]
+    def session_for(self, viewer: User, call_id: str) -> CallSession | None:
+        """The live call `viewer` may control; None for an unknown or another tenant's."""
+        session = self.live.get(call_id)
+        return session if session is not None and visible(viewer, session.owner) else None
 
-    def recent(self) -> list[dict[str, Any]]:
-        return [{"live": False, **trace} for trace in reversed(self._ended.values())]
+    def trace_for(self, viewer: User, call_id: str) -> dict[str, Any] | None:
+        found = self.trace(call_id)
+        return found if found is not None and visible(viewer, found["owner"]) else None
+
+    def live_calls(self, viewer: User) -> list[dict[str, Any]]:
+        """The live calls `viewer` may see: summaries (the call log line's fields), start times."""
+        return [{"live": True, "started_at": _started_at(s.trace), "owner": s.owner,
+                 **s.trace.summary()}
+                for s in self.live.values() if visible(viewer, s.owner)]
+
+    def recent(self, viewer: User) -> list[dict[str, Any]]:
+        return [{"live": False, **trace} for trace in reversed(self._ended.values())
+                if visible(viewer, trace["owner"])]

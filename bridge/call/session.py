@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
 
 import structlog
@@ -30,11 +30,21 @@ from bridge.tracing.trace import CallTrace, UtteranceTrace
 
 Parse = Callable[[str | bytes], ev.InboundEvent]
 CodecFactory = Callable[[ev.StreamStarted], ev.OutboundCodec]
-# Given the call's parameters, the TTS the call speaks through, held for the call's lifetime.
-OpenTTS = Callable[[dict[str, str]], contextlib.AbstractAsyncContextManager[Synthesize]]
+# The TTS the call speaks through (its owner's), held for the call's lifetime.
+OpenTTS = Callable[[], contextlib.AbstractAsyncContextManager[Synthesize]]
 # Ends the call at the provider (REST), given the call id; None where no credentials are set.
 ProviderHangup = Callable[[str], Awaitable[None]]
 log = structlog.get_logger("bridge.call")
+# Utterances said but not yet heard (or ended otherwise): past this a say is refused. A caller
+# pressing keys faster than the agent can answer must not queue minutes of speech.
+MAX_PENDING_UTTERANCES = 8
+# Events waiting for the agent: past this they are dropped and counted (a stalled agent must
+# not grow the call's memory with every 20 ms of caller audio it is told about).
+MAX_AGENT_EVENTS = 256
+
+
+class CallBusy(BridgeError):
+    """A say refused: the call already has as many utterances waiting as it may."""
 
 
 class CallHooks(Protocol):
@@ -47,6 +57,9 @@ class CallHooks(Protocol):
     def utterance_done(self, utt: UtteranceTrace) -> None: ...
 
     def ended(self, session: CallSession) -> None: ...
+
+    def refused(self, kind: str) -> None:
+        """An input refused past a bound (counted by kind)."""
 
 
 def heard_text(text: str, played_s: float, audio_s: float) -> str:
@@ -64,8 +77,13 @@ class CallSession:
     def __init__(self, *, provider: str, parse: Parse, codec_for: CodecFactory, send: Send,
                  close: Callable[[], Awaitable[object]], open_tts: OpenTTS, agent: Agent,
                  settings: CallSettings, hooks: CallHooks,
-                 provider_hangup: ProviderHangup | None = None) -> None:
+                 provider_hangup: ProviderHangup | None = None, owner: str = "",
+                 expected_call_id: str = "") -> None:
         self.provider = provider
+        self.owner = owner  # the user the call belongs to (its signed webhook's and path's)
+        # The call id the stream was admitted for (its token's): a start naming another is
+        # refused, so one call's token cannot carry another call.
+        self._expected_call_id = expected_call_id
         self._parse = parse
         self._codec_for = codec_for
         self._send = send
@@ -84,9 +102,10 @@ class CallSession:
         self.speaker: Speaker | None = None
         self._vad = VoiceDetector()
         self._speech_started_at: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._unspoken: list[Utterance] = []  # said before the TTS was open
-        self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue(MAX_AGENT_EVENTS)
+        self._agent_events_dropped = 0
         self._played: dict[int, asyncio.Event] = {}
         self._hangup: asyncio.Task[None] | None = None
         self._stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -97,9 +116,13 @@ class CallSession:
         return self.trace.call_id
 
     # -- CallControl -------------------------------------------------------------------------
-    def _utterance(self, text: str) -> Utterance:
+    def _utterance(self, text: str, *, bounded: bool = True) -> Utterance:
         if self.start is None:
             raise RuntimeError("the call has not started")
+        if bounded and len(self._played) >= MAX_PENDING_UTTERANCES:
+            self._hooks.refused("utterance_queue")
+            raise CallBusy(f"the call already has {len(self._played)} utterances waiting to "
+                           "be heard; try again once one has played")
         utt = Utterance(self.trace.utterance(""))
         self._played[utt.trace.index] = asyncio.Event()
         utt.push(text)
@@ -109,8 +132,10 @@ class CallSession:
             self.speaker.say(utt)
         return utt
 
-    def say(self, text: str) -> UtteranceTrace:
-        utt = self._utterance(text)
+    def say(self, text: str, *, bounded: bool = True) -> UtteranceTrace:
+        """Speak `text` after what is queued; CallBusy past MAX_PENDING_UTTERANCES unless not
+        `bounded` (a goodbye: said once, it must not be refused)."""
+        utt = self._utterance(text, bounded=bounded)
         utt.end()
         return utt.trace
 
@@ -140,7 +165,8 @@ class CallSession:
 
     async def _do_hangup(self, goodbye: str | None) -> None:
         if goodbye and self.start is not None and not self.ended.is_set():
-            await self.wait_played(self.say(goodbye), self._settings.mark_timeout_s)
+            await self.wait_played(self.say(goodbye, bounded=False),
+                                   self._settings.mark_timeout_s)
         self.trace.end_reason = self.trace.end_reason or "hangup"
         if self._provider_hangup is not None and self.call_id:
             try:
@@ -170,7 +196,7 @@ class CallSession:
         elif isinstance(event, ev.StreamStarted):
             self._started(event)
         elif isinstance(event, ev.DtmfReceived):
-            self.trace.dtmf.append(event.digit)
+            self.trace.add_dtmf(event.digit)
             self._tell(agent_events.Dtmf(event.digit))
         elif isinstance(event, ev.StreamStopped):
             self._end("stop")
@@ -238,16 +264,31 @@ class CallSession:
         async def send() -> None:
             await self._send(message)
 
-        self._tasks.append(asyncio.create_task(send()))
+        self._spawn(send(), "clear")
+
+    def _spawn(self, job: Coroutine[object, object, None], name: str) -> None:
+        """A task of this call: cancelled when the call ends, forgotten once done."""
+        task = asyncio.create_task(job, name=f"{name}-{self.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _tell(self, event: AgentEvent) -> None:
-        self._agent_inbox.put_nowait(event)
+        try:
+            self._agent_inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            self._agent_events_dropped += 1
+            self._hooks.refused("agent_event")
+            if self._agent_events_dropped == 1:  # once per call: the count is in the call line
+                log.warning("agent_events_dropped", call_id=self.call_id,
+                            event=type(event).__name__, queued=MAX_AGENT_EVENTS)
 
     async def _agent_loop(self) -> None:
         while True:
             event = await self._agent_inbox.get()
             try:
                 await self._agent.handle(self, event)
+            except CallBusy as exc:
+                log.warning("agent_say_refused", call_id=self.call_id, reason=str(exc))
             except Exception:  # one agent failure must not end the call
                 log.exception("agent_failed", call_id=self.call_id,
                               event=type(event).__name__)
@@ -256,6 +297,12 @@ class CallSession:
         if self.start is not None:
             self.trace.malformed_messages += 1
             log.warning("duplicate_start", call_id=self.call_id)
+            return
+        if self._expected_call_id and start.call_id != self._expected_call_id:
+            self._hooks.refused("stream_call_mismatch")
+            log.warning("stream_for_another_call", provider=self.provider,
+                        admitted_for=self._expected_call_id)
+            self._end("stream token names another call")
             return
         self.start = start
         self.trace.call_id = start.call_id or start.stream_id
@@ -266,8 +313,7 @@ class CallSession:
         self.codec = self._codec_for(start)
         self._tell(agent_events.CallStarted(self.call_id, self.provider,
                                             dict(start.custom_parameters)))
-        self._tasks.append(asyncio.create_task(self._open_speech(start),
-                                               name=f"open-{self.call_id}"))
+        self._spawn(self._open_speech(start), "open")
         self._hooks.started(self)
         log.info("call_started", call_id=self.call_id, provider=self.provider,
                  stream_id=start.stream_id)
@@ -276,8 +322,7 @@ class CallSession:
         """Open the call's TTS, then start the sender, the speaker and the agent. A task, so
         that the caller's audio keeps being read meanwhile."""
         try:
-            synthesize = await self._resources.enter_async_context(
-                self._open_tts(dict(start.custom_parameters)))
+            synthesize = await self._resources.enter_async_context(self._open_tts())
         except Exception as exc:  # e.g. the store is down: this call fails, the bridge goes on
             log.exception("call_tts_unavailable", call_id=self.call_id)
             self._end(f"tts unavailable ({type(exc).__name__})")
@@ -292,11 +337,9 @@ class CallSession:
         for utt in self._unspoken:
             self.speaker.say(utt)
         self._unspoken.clear()
-        self._tasks += [
-            asyncio.create_task(self.sender.run(), name=f"sender-{self.call_id}"),
-            asyncio.create_task(self.speaker.run(), name=f"speaker-{self.call_id}"),
-            asyncio.create_task(self._agent_loop(), name=f"agent-{self.call_id}"),
-        ]
+        self._spawn(self.sender.run(), "sender")
+        self._spawn(self.speaker.run(), "speaker")
+        self._spawn(self._agent_loop(), "agent")
 
     def _speech_queued(self, utt: UtteranceTrace) -> None:
         if utt.outcome == "failed":
@@ -310,9 +353,10 @@ class CallSession:
             log.info("utterance", call_id=self.call_id, **utt.to_dict(self.trace.origin))
 
     async def _finish(self, reason: str) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._resources.aclose()
@@ -326,4 +370,5 @@ class CallSession:
             await self._agent.close()
             self._hooks.ended(self)
         self.ended.set()
-        log.info("call", **self.trace.summary())
+        log.info("call", owner=self.owner, agent_events_dropped=self._agent_events_dropped,
+                 **self.trace.summary())

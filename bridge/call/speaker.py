@@ -24,6 +24,8 @@ from bridge.tracing.trace import UtteranceTrace
 
 LOOKAHEAD = 2  # pieces in flight at once per call: the one playing and the next
 ULAW_RATE = 8000
+# One utterance's text, however many partial says stream it: some ten minutes of speech.
+MAX_UTTERANCE_CHARS = 10_000
 
 Synthesize = Callable[[str, Callable[[str], None]], AsyncIterator[AudioPiece]]
 _DONE = object()
@@ -68,6 +70,13 @@ class Utterance:
     def push(self, text: str) -> None:
         if self._ended or not text:
             return
+        room = MAX_UTTERANCE_CHARS - len(self.trace.text)
+        if len(text) > room:
+            log.warning("utterance_text_truncated", utterance=self.trace.index,
+                        limit=MAX_UTTERANCE_CHARS)
+            text = text[:max(room, 0)]
+            if not text:
+                return
         self.trace.text += text
         for piece in self._segmenter.push(text):
             self.pieces.put_nowait(piece)

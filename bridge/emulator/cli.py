@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign requests with the provider's auth token held in environment variable NAME",
     )
     parser.add_argument(
+        "--control-token-env",
+        metavar="NAME",
+        default="BRIDGE_DEFAULT_USER_TOKEN",
+        help="for --say: the call owner's access token, held in environment variable NAME "
+        "(default BRIDGE_DEFAULT_USER_TOKEN)",
+    )
+    parser.add_argument(
         "--user-path", default="", help="appended to /twilio/voice or /plivo/answer"
     )
     parser.add_argument(
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_seconds=args.timeout,
                 wait_marks=args.greetings,
                 connect_url=args.connect_url,
+                control_token=os.environ.get(args.control_token_env) or None,
             )
         )
     except BridgeError as exc:

@@ -661,13 +661,14 @@ async def run_call(
     wait_marks: int = 1,
     connect_url: str | None = None,
     session: aiohttp.ClientSession | None = None,
+    control_token: str | None = None,
 ) -> CallReport:
     """Place one emulated call on the bridge at `bridge_url` and report what the caller got.
 
     Rings the bridge the way `provider` does (Twilio: /twilio/voice, Plivo: /plivo/answer, then
     `user_path`; signed when `auth_token` is given), waits for `wait_marks` greeting utterances,
-    then has the bridge say each text of `say` (POST /calls/{sid}/say) and waits for its mark,
-    then hangs up. Everything must fit in `max_seconds`. Raises CallFailed / ProtocolError when
+    then has the bridge say each text of `say` (POST /calls/{sid}/say, as the call's owner:
+    `control_token` is that user's access token) and waits for its mark, then hangs up. Everything must fit in `max_seconds`. Raises CallFailed / ProtocolError when
     no call could be set up; a call that starts but goes wrong returns a report with `error`
     set. Pass `session` to share a connection pool (a load test: give its connector limit=0,
     every stream holds a connection).
@@ -687,7 +688,8 @@ async def run_call(
             raise CallFailed(f"no call set up within {max_seconds} s") from exc
         try:
             async with asyncio.timeout_at(deadline):
-                error = await _converse(http, base, emulator, wait_marks, say or [])
+                error = await _converse(http, base, emulator, wait_marks, say or [],
+                                        control_token)
         except TimeoutError:
             error = f"timed out after {max_seconds} s waiting for the bridge"
         finally:
@@ -739,8 +741,10 @@ async def _converse(
     emulator: CallEmulator,
     greetings: int,
     texts: list[str],
+    control_token: str | None,
 ) -> str | None:
     """The scripted part of run_call; returns why it stopped early, or None."""
+    headers = {"Authorization": f"Bearer {control_token}"} if control_token else {}
     try:
         await emulator.wait_for_marks(greetings)
         for text in texts:
@@ -748,7 +752,7 @@ async def _converse(
             emulator.expect_utterance(text)
             url = f"{base}/calls/{emulator.call_sid}/say"
             try:
-                async with http.post(url, json={"text": text}) as resp:
+                async with http.post(url, json={"text": text}, headers=headers) as resp:
                     if resp.status != 202:
                         body = await resp.text()
                         return f"POST {url} answered HTTP {resp.status}: {body[:200]}"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bridge.tracing.trace import CallTrace, UtteranceTrace
@@ -34,7 +34,7 @@ class _PoolCollector(Collector):
     def __init__(self, pool_stats: Callable[[], list[dict[str, Any]]]) -> None:
         self._pool_stats = pool_stats
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         gauges = {
             name: GaugeMetricFamily(f"bridge_pool_{name}", help_, labels=["endpoint"])
             for name, help_ in (("ready", "Warm connections ready to hand out"),
@@ -42,10 +42,52 @@ class _PoolCollector(Collector):
                                 ("connecting", "Connections being opened"),
                                 ("ready_ratio", "Ready connections over the warm target"))
         }
-        for stats in self._pool_stats():
+        pools = self._pool_stats()
+        for stats in pools:
             for name, family in gauges.items():
                 family.add_metric([stats["endpoint"]], float(stats[name]))
         yield from gauges.values()
+        yield from _tts_safety(pools)
+
+
+# What untrusted TTS servers sent that was refused, and the pools' own supervision: pool stat
+# -> (metric, help). Summed per endpoint (pools with different keys share one endpoint).
+_TTS_COUNTERS = {
+    "malformed_replies": ("bridge_tts_malformed_replies",
+                          "TTS replies refused as breaking the protocol"),
+    "oversize_replies": ("bridge_tts_oversize_replies",
+                         "TTS replies refused as over a size bound"),
+    "unrouted_replies": ("bridge_tts_unrouted_replies",
+                         "TTS replies for no request in flight (dropped)"),
+    "reader_failures": ("bridge_tts_reader_failures",
+                        "Unexpected failures contained in a TTS connection's reader"),
+    "maintainer_failures": ("bridge_pool_maintainer_failures",
+                            "Failures of a pool's maintainer loop (logged, restarted)"),
+    "health_failures": ("bridge_pool_health_failures", "Health checks that were not ok"),
+}
+
+
+def _tts_safety(pools: list[dict[str, Any]]) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    totals: dict[str, dict[str, float]] = collections.defaultdict(
+        lambda: dict.fromkeys(_TTS_COUNTERS, 0.0))
+    running: dict[str, float] = {}
+    for stats in pools:
+        endpoint = stats["endpoint"]
+        for name in _TTS_COUNTERS:
+            totals[endpoint][name] += float(stats.get(name, 0))
+        # 1 when every pool on the endpoint has its maintainer running: alert on 0.
+        running[endpoint] = min(running.get(endpoint, 1.0),
+                                float(bool(stats.get("maintainer_running", True))))
+    for name, (metric, help_) in _TTS_COUNTERS.items():
+        counter = CounterMetricFamily(metric, help_, labels=["endpoint"])
+        for endpoint, values in totals.items():
+            counter.add_metric([endpoint], values[name])
+        yield counter
+    gauge = GaugeMetricFamily("bridge_pool_maintainer_running",
+                              "1 when every pool's maintainer task is running", labels=["endpoint"])
+    for endpoint, value in running.items():
+        gauge.add_metric([endpoint], value)
+    yield gauge
 
 
 class BridgeMetrics:
@@ -73,6 +115,9 @@ class BridgeMetrics:
         self.malformed = Counter("bridge_malformed_provider_messages",
                                  "Provider messages that could not be parsed", ["provider"],
                                  registry=r)
+        self.refused = Counter("bridge_refused_inputs",
+                               "Inputs refused by a check or past a bound, by kind", ["kind"],
+                               registry=r)
         r.register(_PoolCollector(pool_stats))
         # Recent utterances for the monitoring targets: (failed, synthesis seconds or None).
         self.recent: collections.deque[tuple[bool, float | None]] = collections.deque(
@@ -95,6 +140,10 @@ class BridgeMetrics:
             self.fallbacks.inc()
         if utt.underruns:
             self.underruns.inc(utt.underruns)
+
+    def refuse(self, kind: str) -> None:
+        """Count one refused input; `kind` is one of a fixed set of names (a label value)."""
+        self.refused.labels(kind).inc()
 
     def call_started(self) -> None:
         self.live_calls.inc()

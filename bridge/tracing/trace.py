@@ -8,10 +8,15 @@ record stays the single source of truth for logs, the trace endpoint and metrics
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 Clock = Callable[[], int]
+# Bounds: a trace lives in memory for the call and in the history of ended calls after it, so
+# nothing a caller or an agent does may grow it without limit.
+MAX_DTMF = 64  # digits kept (a menu path or a PIN); later ones are only counted
+MAX_UTTERANCES = 200  # utterance traces kept; older finished ones fold into counts
 
 CALL_STEPS = ("webhook_answered", "stream_connected", "start_received", "ended")
 UTTERANCE_STEPS = (
@@ -108,7 +113,11 @@ class CallTrace:
     malformed_messages: int = 0
     barge_ins: int = 0
     dtmf: list[str] = dataclasses.field(default_factory=list)
+    dtmf_dropped: int = 0
     end_reason: str | None = None
+    # Utterances folded out of `utterances` (MAX_UTTERANCES): how many, by outcome, underruns.
+    folded: Counter[str] = dataclasses.field(default_factory=Counter)
+    _count: int = 0
 
     def step(self, name: str, at: int | None = None) -> None:
         if name not in CALL_STEPS:
@@ -116,10 +125,28 @@ class CallTrace:
         self.steps.setdefault(name, self.clock() if at is None else at)
 
     def utterance(self, text: str) -> UtteranceTrace:
-        utt = UtteranceTrace(len(self.utterances), text, self.clock)
+        utt = UtteranceTrace(self._count, text, self.clock)
+        self._count += 1
         utt.step("text_received")
         self.utterances.append(utt)
+        if len(self.utterances) > MAX_UTTERANCES:
+            self._fold_oldest_finished()
         return utt
+
+    def _fold_oldest_finished(self) -> None:
+        for i, old in enumerate(self.utterances):
+            if old.outcome != "pending":
+                del self.utterances[i]
+                self.folded["utterances"] += 1
+                self.folded[old.outcome] += 1
+                self.folded["underruns"] += old.underruns
+                return
+
+    def add_dtmf(self, digit: str) -> None:
+        if len(self.dtmf) < MAX_DTMF:
+            self.dtmf.append(digit)
+        else:
+            self.dtmf_dropped += 1
 
     def end(self, reason: str) -> None:
         self.step("ended")
@@ -140,11 +167,12 @@ class CallTrace:
             "provider": self.provider,
             "end_reason": self.end_reason,
             "duration_ms": _ms(self.origin, self.steps.get("ended")),
-            "utterances": len(self.utterances),
+            "utterances": self._count,
             "barge_ins": self.barge_ins,
-            "interrupted": sum(u.outcome == "interrupted" for u in self.utterances),
-            "failed": sum(u.outcome == "failed" for u in self.utterances),
-            "underruns": sum(u.underruns for u in self.utterances),
+            "interrupted": self.folded["interrupted"]
+            + sum(u.outcome == "interrupted" for u in self.utterances),
+            "failed": self.folded["failed"] + sum(u.outcome == "failed" for u in self.utterances),
+            "underruns": self.folded["underruns"] + sum(u.underruns for u in self.utterances),
             "malformed_messages": self.malformed_messages,
             "first_ttfa_ms": ttfa[0] if ttfa else None,
             "max_ttfa_ms": max(ttfa) if ttfa else None,
@@ -158,5 +186,6 @@ class CallTrace:
             **self.summary(),
             "steps_ms": {name: _ms(origin, t) for name, t in self.steps.items()},
             "dtmf": list(self.dtmf),
+            "dtmf_dropped": self.dtmf_dropped,
             "utterance_traces": [u.to_dict(origin) for u in self.utterances],
         }

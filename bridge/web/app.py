@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -25,12 +25,23 @@ from bridge.tracing.trace import CallTrace
 from bridge.web import (
     auth,
     calls_routes,
-    dashboard_routes,
     plivo_routes,
     settings_routes,
+    streams,
     twilio_routes,
 )
+from bridge.web.access import (
+    OPS_LISTENER,
+    Handler,
+    Principal,
+    add,
+    add_static,
+    check_declared,
+    enforce,
+)
 from bridge.web.context import CONTEXT, BridgeContext
+from bridge.web.forwarded import parse_networks
+from bridge.web.stream_tokens import StreamTokens
 
 POOL_SWEEP_S = 60.0
 log = structlog.get_logger("bridge.web")
@@ -143,6 +154,15 @@ async def pool_health_check(request: web.Request) -> web.Response:
     return web.json_response(await pool.check_health())
 
 
+# The operator's endpoints: every tenant's pools and endpoints, health bodies, metrics.
+OPS_ROUTES: tuple[tuple[str, str, Handler, Principal], ...] = (
+    ("GET", "/metrics", metrics, Principal.OPERATOR),
+    ("GET", "/api/health", api_health, Principal.OPERATOR),
+    ("GET", "/api/pool", pool_stats, Principal.OPERATOR),
+    ("POST", "/api/pool/health-check", pool_health_check, Principal.OPERATOR),
+)
+
+
 def _span_exporter(settings: Settings) -> Callable[[CallTrace], None] | None:
     """OpenTelemetry spans per call and utterance, only when an OTLP endpoint is set."""
     if not settings.otlp_endpoint:
@@ -155,23 +175,72 @@ def _span_exporter(settings: Settings) -> Callable[[CallTrace], None] | None:
     return CallSpanExporter.for_endpoint(settings.otlp_endpoint).export
 
 
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PUBLIC, CARRIER, USER, PAGE, OWNER = (Principal.PUBLIC, Principal.CARRIER, Principal.USER,
+                                      Principal.PAGE, Principal.OWNER)
+_USER_API = "/api/users/{user_id}"
+
+# Every route of the bridge and who may call it (bridge/web/access.py enforces it).
+ROUTES: tuple[tuple[str, str, Handler, Principal], ...] = (
+    ("GET", "/health", health, PUBLIC),
+    ("GET", "/login", auth.login_form, PUBLIC),
+    ("POST", "/login", auth.login, PUBLIC),
+    ("POST", "/logout", auth.logout, USER),
+    *((method, f"/twilio/voice{suffix}", twilio_routes.voice_webhook, CARRIER)
+      for method in ("POST",) for suffix in ("", "/{user_id}")),
+    ("GET", "/twilio/stream/{user_id}/{token}", twilio_routes.media_stream, CARRIER),
+    *((method, f"/plivo/answer{suffix}", plivo_routes.answer, CARRIER)
+      for method in ("GET", "POST") for suffix in ("", "/{user_id}")),
+    ("GET", "/plivo/stream/{user_id}/{token}", plivo_routes.media_stream, CARRIER),
+    # The stream paths before tokens: refused with a reason (a stream needs its token).
+    *(("GET", f"/{provider}/stream{suffix}", streams.tokenless_stream, CARRIER)
+      for provider in ("twilio", "plivo") for suffix in ("", "/{user_id}")),
+    ("GET", "/calls", calls_routes.list_calls, USER),
+    ("POST", "/calls/{call_id}/say", calls_routes.say, USER),
+    ("GET", "/calls/{call_id}/trace", calls_routes.trace, USER),
+    ("POST", "/calls/{call_id}/hangup", calls_routes.hangup, USER),
+    ("GET", "/settings", settings_routes.settings_page, PAGE),
+    ("GET", f"{_USER_API}/silma", settings_routes.get_silma, OWNER),
+    ("PUT", f"{_USER_API}/silma", settings_routes.put_silma, OWNER),
+    ("GET", f"{_USER_API}/pool", settings_routes.get_pool, OWNER),
+    ("POST", f"{_USER_API}/health-check", settings_routes.health_check, OWNER),
+    ("PUT", f"{_USER_API}/voice", settings_routes.put_voice, OWNER),
+    ("POST", f"{_USER_API}/preview", settings_routes.preview, OWNER),
+    *OPS_ROUTES,
+)
+
+
+def _add_routes(app: web.Application, routes: Iterable[tuple[str, str, Handler, Principal]]
+                ) -> None:
+    for method, path, handler, who in routes:
+        add(app, method, path, handler, who)
+    check_declared(app)
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    try:
+        trusted_proxies = parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"BRIDGE_TRUSTED_PROXIES: {exc}") from None
+    app = web.Application(middlewares=[enforce])
     ctx = BridgeContext(settings=settings, voice=voice_of(settings.silma),
+                        stream_tokens=StreamTokens.for_secret(settings.secret_key),
                         registry=CallRegistry(BridgeMetrics(lambda: ctx.pool_stats()),
                                               on_call_ended=_span_exporter(settings)))
     app[CONTEXT] = ctx
+    auth.install(app, trusted_proxies)
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_close_streams)
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/health", api_health)
-    app.router.add_get("/api/pool", pool_stats)
-    app.router.add_post("/api/pool/health-check", pool_health_check)
-    twilio_routes.add_routes(app)
-    plivo_routes.add_routes(app)
-    calls_routes.add_routes(app)
-    auth.add_routes(app)
-    settings_routes.add_routes(app)
-    dashboard_routes.add_routes(app)
+    add_static(app, "/static", STATIC_DIR)
+    _add_routes(app, ROUTES)
+    return app
+
+
+def create_ops_app(ctx: BridgeContext) -> web.Application:
+    """The ops endpoints alone, without a credential, for the ops listener (BRIDGE_OPS_PORT):
+    the same handlers on the same context as the main app, which owns the services."""
+    app = web.Application(middlewares=[enforce])
+    app[CONTEXT] = ctx
+    app[OPS_LISTENER] = True
+    _add_routes(app, OPS_ROUTES)
     return app

@@ -9,10 +9,13 @@
   session's CSRF token (an HMAC of the cookie) in the X-CSRF-Token header or a `csrf_token` form
   field; the cookie is SameSite=Strict as well. Bearer requests need none: browsers never add
   that header on their own.
-- Failed token checks are counted per client address (the socket's peer: behind a proxy that is
-  the proxy) and refused for a while past a limit. Tokens are never logged.
+- Failed token checks are counted per client address and refused for a while past a limit. The
+  address is the socket's peer, or, when that peer is a trusted proxy (BRIDGE_TRUSTED_PROXIES),
+  the client it names in X-Forwarded-For: behind a proxy, one client's bad tokens must not lock
+  every user out. Tokens are never logged.
 
-Interface for handlers: `page_user`, `api_user`, `csrf_token`; `add_routes` for /login, /logout.
+Interface: `page_user`, `api_user`, `csrf_token`, `wants_html` (used by bridge/web/access.py, which
+decides per route who may call it); `add_routes` for /login, /logout.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aiohttp import web
 from bridge.settings import Settings
 from bridge.store import Store, User
 from bridge.web.context import CONTEXT, context
+from bridge.web.forwarded import Network, client_address
 from bridge.web.templating import render
 
 COOKIE = "bridge_session"
@@ -116,6 +120,7 @@ class Auth:
     failures: FailureWindow
     secure_cookie: bool
     public_origin: str
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 AUTH = web.AppKey("bridge_auth", Auth)
@@ -133,7 +138,8 @@ def _store(request: web.Request) -> Store:
 
 
 def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
+    return client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                          _auth(request).trusted_proxies)
 
 
 def json_error(cls: type[web.HTTPError], message: str,
@@ -267,19 +273,39 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    await page_user(request)  # checks the CSRF token: no one else may log a user out
+    """Declared for a logged-in user: the session's CSRF token is checked before this runs, so
+    no other site can log a user out."""
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/", secure=_auth(request).secure_cookie,
                         httponly=True, samesite="Strict")
     raise response
 
 
-def add_routes(app: web.Application) -> None:
+def _quality(media_range: str) -> tuple[str, float]:
+    kind, *params = (part.strip() for part in media_range.split(";"))
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return kind.lower(), float(value)
+            except ValueError:
+                return kind.lower(), 0.0
+    return kind.lower(), 1.0
+
+
+def wants_html(request: web.Request) -> bool:
+    """True when the client names HTML at least as acceptable as JSON (a browser navigating).
+    No Accept header, */* (curl) or application/json keep the JSON API."""
+    ranges = dict(_quality(r) for r in request.headers.get("Accept", "").split(",") if r.strip())
+    html = max(ranges.get("text/html", 0.0), ranges.get("application/xhtml+xml", 0.0))
+    json = max(ranges.get("application/json", 0.0), ranges.get("application/*", 0.0))
+    return html > 0 and html >= json
+
+
+def install(app: web.Application, trusted_proxies: tuple[Network, ...]) -> None:
     settings = app[CONTEXT].settings
     public = urlsplit(settings.public_url)
     app[AUTH] = Auth(signer=SessionSigner.for_settings(settings), failures=FailureWindow(),
                      secure_cookie=public.scheme == "https",
-                     public_origin=f"{public.scheme}://{public.netloc}")
-    app.router.add_get("/login", login_form)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
+                     public_origin=f"{public.scheme}://{public.netloc}",
+                     trusted_proxies=trusted_proxies)

@@ -1,5 +1,11 @@
 """The control API for live calls: list, say, trace, hang up. A browser asking for /calls gets
-the dashboard page instead of the list."""
+the dashboard page instead of the list.
+
+Every route is declared for a logged-in user (bridge/web/access.py); which calls that user may
+see or control is the registry's rule (`CallRegistry.session_for` / `trace_for`): their own, or
+every call for an operator. Another tenant's call answers 404, as if it did not exist.
+JSON bodies must say so (Content-Type: application/json): a cross-site form cannot.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,28 @@ import json
 
 from aiohttp import web
 
+from bridge.call.session import CallBusy
 from bridge.web import dashboard_routes
-from bridge.web.auth import api_user
+from bridge.web.access import current_user
+from bridge.web.auth import json_error, wants_html
 from bridge.web.context import context
 
 MAX_SAY_CHARS = 2000
+MAX_BODY_BYTES = 16 * 1024  # a say of 2,000 characters of Arabic in JSON fits with room
 
 
 async def list_calls(request: web.Request) -> web.Response:
-    if dashboard_routes.wants_html(request):
+    if wants_html(request):
         return await dashboard_routes.calls_page(request)
-    await api_user(request)
-    registry = context(request).registry
-    return web.json_response({"live": registry.live_calls(), "recent": registry.recent()[:50]},
+    registry, viewer = context(request).registry, current_user(request)
+    return web.json_response({"live": registry.live_calls(viewer),
+                              "recent": registry.recent(viewer)[:50]},
                              headers={"Vary": "Accept"})
 
 
 async def say(request: web.Request) -> web.Response:
-    session = context(request).registry.live.get(request.match_info["call_id"])
+    session = context(request).registry.session_for(current_user(request),
+                                                    request.match_info["call_id"])
     if session is None:
         raise web.HTTPNotFound(text="no live call with that id")
     text = (await _json_body(request)).get("text")
@@ -33,13 +43,16 @@ async def say(request: web.Request) -> web.Response:
     if len(text) > MAX_SAY_CHARS:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_SAY_CHARS, actual_size=len(text),
                                             text=f"text is over {MAX_SAY_CHARS} characters")
-    utt = session.say(text)
+    try:
+        utt = session.say(text)
+    except CallBusy as exc:
+        raise json_error(web.HTTPTooManyRequests, str(exc), {"Retry-After": "1"}) from None
     return web.json_response({"call_id": session.call_id, "utterance": utt.index}, status=202)
 
 
 async def trace(request: web.Request) -> web.Response:
-    await api_user(request)
-    found = context(request).registry.trace(request.match_info["call_id"])
+    found = context(request).registry.trace_for(current_user(request),
+                                                request.match_info["call_id"])
     if found is None:
         raise web.HTTPNotFound(text="no call with that id")
     return web.json_response(found)
@@ -47,32 +60,32 @@ async def trace(request: web.Request) -> web.Response:
 
 async def hangup(request: web.Request) -> web.Response:
     """End a live call, optionally after a goodbye. Idempotent: an ended call answers 200."""
-    registry = context(request).registry
+    registry, viewer = context(request).registry, current_user(request)
     call_id = request.match_info["call_id"]
-    session = registry.live.get(call_id)
+    session = registry.session_for(viewer, call_id)
     if session is None:
-        if registry.trace(call_id) is not None:
+        if registry.trace_for(viewer, call_id) is not None:
             return web.json_response({"call_id": call_id, "status": "ended"})
         raise web.HTTPNotFound(text="no call with that id")
     goodbye = (await _json_body(request)).get("goodbye") if request.can_read_body else None
-    if goodbye is not None and not isinstance(goodbye, str):
-        raise web.HTTPBadRequest(text="goodbye must be a string")
+    if goodbye is not None and (not isinstance(goodbye, str) or len(goodbye) > MAX_SAY_CHARS):
+        raise web.HTTPBadRequest(text=f"goodbye must be a string of at most {MAX_SAY_CHARS} "
+                                      "characters")
     await session.hangup(goodbye)
     return web.json_response({"call_id": call_id, "status": "ended"})
 
 
 async def _json_body(request: web.Request) -> dict[str, object]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="send the body as application/json")
+    # request.read() stops at the app's client_max_size (1 MiB) however the body is framed.
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(raw))
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise web.HTTPBadRequest(text="body must be a JSON object") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="body must be a JSON object")
     return body
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/calls", list_calls)
-    app.router.add_post("/calls/{call_id}/say", say)
-    app.router.add_get("/calls/{call_id}/trace", trace)
-    app.router.add_post("/calls/{call_id}/hangup", hangup)

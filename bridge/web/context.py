@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -23,8 +23,7 @@ from bridge.silma.local_server import LocalTTSServer
 from bridge.silma.pools import PoolRegistry, TTSTarget
 from bridge.silma.regions import AUTO, RegionSelector
 from bridge.store import DEFAULT_USER_ID, SilmaCredentials, Store
-
-USER_PARAMETER = "userid"  # carried into the stream as a Twilio Parameter / Plivo extra header
+from bridge.web.stream_tokens import StreamTokens
 
 
 @dataclasses.dataclass
@@ -32,6 +31,7 @@ class BridgeContext:
     settings: Settings
     registry: CallRegistry
     voice: p.SynthesizeRequest
+    stream_tokens: StreamTokens
     http: aiohttp.ClientSession | None = None
     store: Store | None = None
     pools: PoolRegistry | None = None
@@ -91,13 +91,19 @@ class BridgeContext:
             return TTSTarget(await self.local_endpoint(), "", voice)
         return TTSTarget(endpoint, api_key, voice)
 
-    @contextlib.asynccontextmanager
-    async def tts_for_call(self, parameters: dict[str, str]) -> AsyncIterator[Synthesize]:
-        if self.pools is None:
-            raise ConfigError("the bridge is not started")
-        target = await self.target_for_user(parameters.get(USER_PARAMETER, DEFAULT_USER_ID))
-        async with self.pools.client(target) as client:
-            yield client.synthesize
+    def tts_opener(self, user_id: str) -> Callable[
+            [], contextlib.AbstractAsyncContextManager[Synthesize]]:
+        """How a call of `user_id` opens its TTS: that user's target, read when the call starts.
+        The user is the call's owner (its signed path), never a field of the stream."""
+
+        @contextlib.asynccontextmanager
+        async def open_tts() -> AsyncIterator[Synthesize]:
+            if self.pools is None:
+                raise ConfigError("the bridge is not started")
+            async with self.pools.client(await self.target_for_user(user_id)) as client:
+                yield client.synthesize
+
+        return open_tts
 
     async def telephony_for_user(self, user_id: str) -> tuple[TwilioSettings, PlivoSettings]:
         """The user's own provider credentials where stored, else the bridge's."""

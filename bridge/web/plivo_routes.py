@@ -10,10 +10,10 @@ from aiohttp import web
 from bridge.settings import PlivoSettings
 from bridge.telephony import plivo
 from bridge.telephony.events import OutboundCodec, StreamStarted
-from bridge.telephony.urls import public_request_url, stream_url
-from bridge.web.context import USER_PARAMETER, context
+from bridge.telephony.urls import public_request_url
+from bridge.web.context import context
 from bridge.web.provider_hangup import hangup_for
-from bridge.web.streams import serve_stream, user_of
+from bridge.web.streams import admit, answer_stream_url, serve_stream, user_of
 
 log = structlog.get_logger("bridge.web")
 
@@ -21,8 +21,8 @@ log = structlog.get_logger("bridge.web")
 def _signed(plivo_settings: PlivoSettings, request: web.Request, public_url: str,
             params: dict[str, str]) -> bool:
     token = plivo_settings.auth_token
-    if not token:
-        return True
+    if not token:  # nothing can check it: only for local trials, when asked for
+        return context(request).settings.allow_unsigned_webhooks
     # Plivo signs the URL it requested; behind a proxy that is the public URL, not ours.
     url = public_request_url(public_url, request.path_qs)
     return plivo.validate_signature(
@@ -39,12 +39,11 @@ async def answer(request: web.Request) -> web.Response:
     if not _signed(plivo_settings, request, ctx.settings.public_url, params):
         log.warning("plivo_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Plivo signature")
-    if call_uuid := params.get("CallUUID") or request.query.get("CallUUID", ""):
-        ctx.registry.webhook_answered(call_uuid, time.monotonic_ns())
-    xml = plivo.build_answer_xml(
-        stream_url(ctx.settings.public_url, f"/plivo/stream/{user_id}"),
-        {USER_PARAMETER: user_id})
-    return web.Response(text=xml, content_type="application/xml")
+    call_uuid = params.get("CallUUID") or request.query.get("CallUUID", "")
+    # The user and a single-use token bound to this call ride in the stream's path.
+    url = answer_stream_url(request, "plivo", user_id, call_uuid)
+    ctx.registry.webhook_answered(call_uuid, time.monotonic_ns())
+    return web.Response(text=plivo.build_answer_xml(url, {}), content_type="application/xml")
 
 
 def _codec(start: StreamStarted) -> OutboundCodec:
@@ -54,18 +53,13 @@ def _codec(start: StreamStarted) -> OutboundCodec:
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
     ctx = context(request)
     twilio_settings, plivo_settings = await ctx.telephony_for_user(user_of(request))
-    # How Plivo signs the upgrade is undocumented: enforced only when configured.
+    # How Plivo signs the upgrade is undocumented: checked only when configured. The stream
+    # token (issued by the signed answer webhook) is checked always.
     if plivo_settings.validate_websocket and not _signed(plivo_settings, request,
                                                          ctx.settings.public_url, {}):
         log.warning("plivo_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Plivo signature")
-    return await serve_stream(request, provider="plivo", parse=plivo.parse_message,
+    claims = admit(request, "plivo")
+    return await serve_stream(request, claims, provider="plivo", parse=plivo.parse_message,
                               codec_for=_codec,
                               hangup=hangup_for("plivo", twilio_settings, plivo_settings))
-
-
-def add_routes(app: web.Application) -> None:
-    for suffix in ("", "/{user_id}"):
-        app.router.add_get(f"/plivo/answer{suffix}", answer)
-        app.router.add_post(f"/plivo/answer{suffix}", answer)
-        app.router.add_get(f"/plivo/stream{suffix}", media_stream)

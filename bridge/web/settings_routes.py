@@ -1,14 +1,14 @@
 """The "SILMA TTS" settings page and its JSON API: a user's server mode, endpoint, API key, region
 and voice; their pool's live statistics, a health check, and a spoken preview.
 
-An /api/users/{user_id}/... route serves only the authenticated user's own id (403 otherwise).
+An /api/users/{user_id}/... route is declared for the OWNER principal (bridge/web/access.py):
+it serves only the authenticated user's own id (403 otherwise).
 Changes go to the store, which the bridge reads at every call: they take effect on the next one.
 Validation failures answer {"errors": {field: message}}, one message per offending field.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from bridge.silma.pool import SilmaPool
 from bridge.silma.pools import PoolRegistry, TTSTarget
 from bridge.silma.regions import AUTO, REGIONS
 from bridge.store import SilmaCredentials, Store
-from bridge.web.auth import api_user, csrf_token, json_error, page_user
+from bridge.web.access import current_user
+from bridge.web.auth import csrf_token, json_error
 from bridge.web.context import BridgeContext, context
 from bridge.web.field_errors import FieldError, errors_response, field_errors
 from bridge.web.templating import Markup, escape, render
@@ -32,7 +33,6 @@ from bridge.web.voice_clip import (
     read_voice_upload,
 )
 
-STATIC = Path(__file__).resolve().parent / "static"
 MODES = {"local": True, "api": False}  # mode -> is_local
 SILMA_FIELDS = frozenset({"mode", "api_endpoint", "api_key", "region"})
 MAX_API_KEY_CHARS = 1024
@@ -40,12 +40,9 @@ MAX_PREVIEW_CHARS = 300
 PREVIEW_TEXT = "Hello! This is how I will sound on the phone."
 
 
-async def _owner(request: web.Request) -> str:
-    """The id in the path, when it is the authenticated user's own."""
-    user = await api_user(request)
-    if request.match_info["user_id"] != user.id:
-        raise json_error(web.HTTPForbidden, "you can only see and change your own settings")
-    return user.id
+def _owner(request: web.Request) -> str:
+    """The id in the path, which the access middleware has checked is the user's own."""
+    return current_user(request).id
 
 
 def _store(ctx: BridgeContext) -> Store:
@@ -137,12 +134,12 @@ async def _silma_changes(body: dict[str, Any], *, allow_private: bool
 @field_errors
 async def get_silma(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    return web.json_response(await _view(ctx, await _row(ctx, await _owner(request))))
+    return web.json_response(await _view(ctx, await _row(ctx, _owner(request))))
 
 
 @field_errors
 async def put_silma(request: web.Request) -> web.StreamResponse:
-    user_id = await _owner(request)
+    user_id = _owner(request)
     ctx = context(request)
     changes, errors = await _silma_changes(
         await _json_object(request), allow_private=ctx.settings.silma.allow_private_endpoints)
@@ -157,7 +154,7 @@ async def put_silma(request: web.Request) -> web.StreamResponse:
 
 @field_errors
 async def get_pool(request: web.Request) -> web.StreamResponse:
-    user_id = await _owner(request)
+    user_id = _owner(request)
     return web.json_response((await _user_pool(context(request), user_id)).stats())
 
 
@@ -172,7 +169,7 @@ def _health_error(pool: SilmaPool, status: str) -> tuple[str, str]:
 
 @field_errors
 async def health_check(request: web.Request) -> web.StreamResponse:
-    user_id = await _owner(request)
+    user_id = _owner(request)
     pool = await _user_pool(context(request), user_id)
     health = await pool.check_health()
     if health["status"] == "ok":
@@ -183,7 +180,7 @@ async def health_check(request: web.Request) -> web.StreamResponse:
 
 @field_errors
 async def put_voice(request: web.Request) -> web.StreamResponse:
-    user_id = await _owner(request)
+    user_id = _owner(request)
     ctx = context(request)
     upload = await read_voice_upload(request)
     errors: dict[str, str] = {}
@@ -205,7 +202,7 @@ async def put_voice(request: web.Request) -> web.StreamResponse:
 @field_errors
 async def preview(request: web.Request) -> web.StreamResponse:
     """Speak a line through the user's own target (pool, voice, key): WAV as callers hear it."""
-    user_id = await _owner(request)
+    user_id = _owner(request)
     ctx = context(request)
     text = (await _json_object(request)).get("text")
     if not isinstance(text, str) or not text.strip():
@@ -267,7 +264,7 @@ def _voice_summary(row: SilmaCredentials) -> str:
 
 
 async def settings_page(request: web.Request) -> web.StreamResponse:
-    user = await page_user(request)
+    user = current_user(request)
     ctx = context(request)
     row = await _row(ctx, user.id)
     try:
@@ -289,15 +286,3 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         voice_summary=_voice_summary(row), preview_text=PREVIEW_TEXT,
         max_clip_mb=MAX_CLIP_BYTES // (1024 * 1024), max_preview=MAX_PREVIEW_CHARS,
     )
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/settings", settings_page)
-    base = "/api/users/{user_id}"
-    app.router.add_get(f"{base}/silma", get_silma)
-    app.router.add_put(f"{base}/silma", put_silma)
-    app.router.add_get(f"{base}/pool", get_pool)
-    app.router.add_post(f"{base}/health-check", health_check)
-    app.router.add_put(f"{base}/voice", put_voice)
-    app.router.add_post(f"{base}/preview", preview)
-    app.router.add_static("/static", STATIC)

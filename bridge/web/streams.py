@@ -1,9 +1,15 @@
 """A provider's media stream on a WebSocket, served by one CallSession: the shared part of the
-Twilio and Plivo routes."""
+Twilio and Plivo routes, including the stream token that admits it (bridge/web/stream_tokens.py).
+
+A call belongs to the user of the signed webhook and stream path it came in on: that user's TTS
+target speaks it and only that user (or an operator) sees and controls it. Nothing the stream
+itself says (customParameters, extra headers) chooses the user.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 
 import structlog
 from aiohttp import ClientConnectionResetError, web
@@ -13,12 +19,16 @@ from bridge.agent.remote import RemoteAgent
 from bridge.agent.scripted import ScriptedAgent
 from bridge.call.session import CallSession, CodecFactory, Parse, ProviderHangup
 from bridge.store import DEFAULT_USER_ID
+from bridge.telephony.urls import stream_url
 from bridge.web.context import BridgeContext, context
 from bridge.web.direct_ws import DirectWebSocketResponse
+from bridge.web.stream_tokens import StreamClaims, StreamTokenError, token_fingerprint
 
 MAX_PROVIDER_MESSAGE = 1024 * 1024
 log = structlog.get_logger("bridge.web")
 USER_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Plivo extra headers allow nothing else
+# A carrier call id as it may sit in a token: Twilio CallSid (CA + 32 hex), Plivo CallUUID.
+CALL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 async def _until_closed(ws: web.WebSocketResponse) -> None:
@@ -43,17 +53,47 @@ def user_of(request: web.Request) -> str:
     return user_id
 
 
-async def serve_stream(request: web.Request, *, provider: str, parse: Parse,
-                       codec_for: CodecFactory, hangup: ProviderHangup | None
+def answer_stream_url(request: web.Request, provider: str, user_id: str, call_id: str) -> str:
+    """The stream URL a signed answer webhook hands the carrier: it carries a fresh single-use
+    token bound to this call and user."""
+    if not CALL_ID.fullmatch(call_id):
+        raise web.HTTPBadRequest(text="the webhook carries no valid call id")
+    ctx = context(request)
+    token = ctx.stream_tokens.issue(user_id, call_id, time.time())
+    return stream_url(ctx.settings.public_url, f"/{provider}/stream/{user_id}/{token}")
+
+
+def admit(request: web.Request, provider: str) -> StreamClaims:
+    """The stream token's claims, spent now; 403 before the upgrade is accepted otherwise."""
+    user_id, token = user_of(request), request.match_info.get("token", "")
+    try:
+        return context(request).stream_tokens.use(token, user_id, time.time())
+    except StreamTokenError as exc:
+        context(request).registry.metrics.refuse("stream_token")
+        log.warning("stream_refused", provider=provider, reason=str(exc), user_id=user_id,
+                    token=token_fingerprint(token))
+        raise web.HTTPForbidden(text=f"{exc}: open the stream from the answer webhook's URL")\
+            from None
+
+
+async def tokenless_stream(request: web.Request) -> web.StreamResponse:
+    """The old stream paths: a stream with no token is never accepted."""
+    raise web.HTTPForbidden(text="a media stream needs the token of its answer webhook: point "
+                                 "the carrier at the voice webhook, not at the stream")
+
+
+async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: str,
+                       parse: Parse, codec_for: CodecFactory, hangup: ProviderHangup | None
                        ) -> web.WebSocketResponse:
-    """Accept the upgrade (signature already checked) and run the call until the stream ends."""
+    """Accept the upgrade (token and signature already checked) and run the call until the
+    stream ends."""
     ctx = context(request)
     ws = DirectWebSocketResponse(compress=False, max_msg_size=MAX_PROVIDER_MESSAGE)
     session = CallSession(
         provider=provider, parse=parse, codec_for=codec_for,
-        send=ws.send_str, close=ws.close, open_tts=ctx.tts_for_call, agent=_agent(ctx),
-        settings=ctx.settings.call, hooks=ctx.registry,
-        provider_hangup=hangup,
+        send=ws.send_str, close=ws.close, open_tts=ctx.tts_opener(claims.user_id),
+        agent=_agent(ctx), settings=ctx.settings.call, hooks=ctx.registry,
+        provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
     )
     ws.on_message = session.receive
     try:

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.emulator.plivo_peer import PlivoCallEmulator, fetch_answer_xml
 from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
-from tests.servers import make_settings, running_bridge, wait_ended
+from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 
 LEAD_MS = 200
 SPEECH_AT_S = 1.0  # the caller starts talking this far into the call
@@ -142,6 +142,9 @@ async def test_remote_agent_round_trip_with_streamed_say_dtmf_and_hangup(tts):
     assert kinds[-1] == "call_ended"
 
 
+OWNER = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}  # the calls' owner: the default user
+
+
 async def test_hangup_endpoint_with_provider_rest_stand_in(tts):
     """POST /calls/{id}/hangup says goodbye, waits for its mark, then ends the call through the
     Twilio SDK (pointed at a local stand-in for Twilio's REST API); a second hang-up is a no-op."""
@@ -172,10 +175,10 @@ async def test_hangup_endpoint_with_provider_rest_stand_in(tts):
             async with asyncio.timeout(20):
                 await call.wait_for_marks(1)
                 async with http.post(f"{bridge.url}/calls/CAhangup/hangup",
-                                     json={"goodbye": "Goodbye."}) as r:
+                                     json={"goodbye": "Goodbye."}, headers=OWNER) as r:
                     assert r.status == 200
                 await call.wait_closed()
-            async with http.post(f"{bridge.url}/calls/CAhangup/hangup") as r:
+            async with http.post(f"{bridge.url}/calls/CAhangup/hangup", headers=OWNER) as r:
                 assert r.status == 200 and (await r.json())["status"] == "ended"
             trace = await wait_ended(bridge, "CAhangup")
     finally:

@@ -23,7 +23,8 @@ async def called() -> AsyncIterator[tuple[RunningBridge, str]]:
     """A bridge that has handled one ended call: the greeting plus one said text."""
     settings = make_settings()
     async with running_tts(settings) as tts, running_bridge(settings, tts_url=tts.url) as bridge:
-        report = await run_call(bridge.url, say=[SAY], max_seconds=40)
+        report = await run_call(bridge.url, say=[SAY], max_seconds=40,
+                                control_token=DEFAULT_TOKEN)
         assert report.ok, (report.error, report.protocol_violations)
         session = bridge.context.registry.live.get(report.call_sid)
         if session is not None:

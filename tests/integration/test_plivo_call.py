@@ -10,14 +10,14 @@ import numpy as np
 from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.plivo_peer import signature_headers
 from bridge.emulator.twilio_peer import run_call
-from tests.servers import make_settings, running_bridge, wait_ended
+from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 from tests.speech import assert_is_speech
 
 
 async def test_plivo_call_hears_speech_and_checkpoints_come_back(tts):
     async with running_bridge(make_settings(), tts_url=tts.url) as bridge:
         report = await run_call(bridge.url, provider="plivo", say=["Plivo works as well."],
-                                max_seconds=40)
+                                max_seconds=40, control_token=DEFAULT_TOKEN)
         assert report.ok, (report.error, report.protocol_violations)
         assert report.marks_echoed == 2
         assert report.bytes_received % 160 == 0
@@ -46,7 +46,7 @@ async def test_plivo_answer_signature_enforced_when_token_configured(tts):
         async with http.post(url, data=form, headers=good) as r:
             assert r.status == 200
             xml = await r.text()
-        assert "/plivo/stream/default</Stream>" in xml
+        assert "/plivo/stream/default/" in xml  # the user, then the call's stream token
         assert 'keepCallAlive="true"' in xml and "audio/x-mulaw;rate=8000" in xml
         # The upgrade is not checked unless configured (Plivo does not document its signing).
         report = await run_call(bridge.url, provider="plivo", auth_token=token, max_seconds=30)

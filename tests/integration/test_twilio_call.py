@@ -38,7 +38,7 @@ async def test_call_hears_greeting_and_say_with_complete_trace(tts, request_ulaw
                                                           request_ulaw=request_ulaw))
     async with running_bridge(settings, tts_url=tts.url) as bridge:
         report = await run_call(bridge.url, say=["Thank you for calling. Goodbye for now."],
-                                max_seconds=40)
+                                max_seconds=40, control_token=DEFAULT_TOKEN)
         assert report.ok, (report.error, report.protocol_violations)
         assert report.marks_echoed == 2
         assert report.bytes_received % 160 == 0
@@ -121,7 +121,8 @@ async def test_dtmf_gets_the_scripted_reply(tts):
 async def test_say_on_unknown_call_is_404_and_bad_body_400(tts):
     async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
             aiohttp.ClientSession() as http:
-        async with http.post(f"{bridge.url}/calls/CAnope/say", json={"text": "hi"}) as r:
+        async with http.post(f"{bridge.url}/calls/CAnope/say", json={"text": "hi"},
+                             headers=AUTH) as r:
             assert r.status == 404
         async with http.get(f"{bridge.url}/calls", headers=AUTH) as r:
             assert (await r.json())["live"] == []
@@ -207,10 +208,10 @@ async def test_metrics_and_health_targets_after_a_real_call(tts):
         report = await run_call(bridge.url, max_seconds=30)
         assert report.ok
         await wait_ended(bridge, report.call_sid)
-        async with http.get(f"{bridge.url}/metrics") as r:
+        async with http.get(f"{bridge.url}/metrics", headers=AUTH) as r:  # an operator's
             assert r.status == 200
             text = await r.text()
-        async with http.get(f"{bridge.url}/api/health") as r:
+        async with http.get(f"{bridge.url}/api/health", headers=AUTH) as r:
             health = await r.json()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
