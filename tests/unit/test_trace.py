@@ -87,3 +87,37 @@ def test_to_dict_steps_are_relative_to_call_origin(clock):
     assert out["webhook_to_start_ms"] == 500
     assert out["utterance_traces"][0]["steps_ms"]["first_frame_sent"] == 600
     assert out["first_ttfa_ms"] == 100
+
+
+def test_dtmf_kept_is_bounded_and_the_rest_counted() -> None:
+    from bridge.tracing.trace import MAX_DTMF
+
+    trace = CallTrace("CA1", "twilio", clock=lambda: 0)
+    for _ in range(MAX_DTMF + 10):
+        trace.add_dtmf("5")
+    assert len(trace.dtmf) == MAX_DTMF
+    assert trace.to_dict()["dtmf_dropped"] == 10
+
+
+def test_utterance_traces_kept_are_bounded_and_counts_stay_whole() -> None:
+    from bridge.tracing.trace import MAX_UTTERANCES
+
+    trace = CallTrace("CA1", "twilio", clock=lambda: 0)
+    for i in range(MAX_UTTERANCES + 50):
+        utt = trace.utterance(f"line {i}")
+        utt.underruns = 1
+        utt.finish("failed" if i % 2 else "played")
+    assert len(trace.utterances) == MAX_UTTERANCES
+    summary = trace.summary()
+    assert summary["utterances"] == MAX_UTTERANCES + 50
+    assert summary["failed"] == (MAX_UTTERANCES + 50) // 2
+    assert summary["underruns"] == MAX_UTTERANCES + 50
+    assert trace.utterances[-1].index == MAX_UTTERANCES + 49  # indexes stay unique
+
+
+def test_pending_utterances_are_never_folded() -> None:
+    from bridge.tracing.trace import MAX_UTTERANCES
+
+    trace = CallTrace("CA1", "twilio", clock=lambda: 0)
+    pending = [trace.utterance("waiting") for _ in range(MAX_UTTERANCES + 5)]
+    assert trace.utterances == pending  # nothing finished: nothing to fold yet
