@@ -210,7 +210,8 @@ async def _get_trace(sh: Shared, call_id: str) -> dict[str, Any] | None:
 
 async def _metrics(sh: Shared) -> dict[str, float]:
     try:
-        async with sh.http.get(f"{sh.base}/metrics", timeout=HTTP_TIMEOUT) as resp:
+        async with sh.http.get(f"{sh.base}/metrics", headers=sh.headers,
+                               timeout=HTTP_TIMEOUT) as resp:
             return prometheus_totals(await resp.text()) if resp.status == 200 else {}
     except (aiohttp.ClientError, OSError, TimeoutError):
         return {}
