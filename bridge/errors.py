@@ -5,7 +5,9 @@ BridgeError                  root; every error we raise on purpose derives from 
 ├── ProtocolError            a peer sent something we cannot parse (provider or SILMA message)
 ├── AudioFormatError         audio bytes that are not what they claim to be
 └── TTSError                 text to speech failed; `retryable` says whether trying again may help
-    └── TTSUnavailable       no TTS server could be reached (connect refused, timed out)
+    ├── TTSUnavailable       no TTS server could be reached (connect refused, timed out)
+    └── TTSReplyError        the TTS server's reply breaks the protocol (also a ProtocolError)
+        └── TTSReplyTooLarge a reply past the size bounds (message, chunk, request)
 """
 
 
@@ -38,3 +40,19 @@ class TTSUnavailable(TTSError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)
+
+
+class TTSReplyError(TTSError, ProtocolError):
+    """The TTS server sent a reply we refuse: malformed, out of bounds, or too large.
+
+    A TTSError so a call's speaker fails the one utterance with this reason (it handles
+    TTSError); a ProtocolError because it is a peer's message that cannot be used. Never
+    retryable: a server that sent it once is not trusted to do better on the same request.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class TTSReplyTooLarge(TTSReplyError):
+    """A reply, a chunk's audio, or a request's audio in all, over its size bound."""

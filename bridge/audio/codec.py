@@ -16,6 +16,12 @@ FORMATS = ("f32le", "s16le", "wav", "ulaw")
 
 DEFAULT_RATE = 24000  # the SILMA server's raw output: float32 at 24 kHz
 ULAW_RATE = 8000  # raw mu-law is telephone audio unless told otherwise
+# Rates a payload may declare (argument or WAV header). Decoded audio is resampled to 8 kHz
+# for the phone, so a tiny rate is a huge upsampling: a 1 Hz declaration once turned a 16 KB
+# chunk into 795 MiB. 8 kHz is telephone audio; 192 kHz is the highest studio rate, the same
+# bound the voice-clip upload applies.
+MIN_RATE = 8000
+MAX_RATE = 192_000
 
 _WAVE_PCM = 0x0001
 _WAVE_FLOAT = 0x0003
@@ -46,6 +52,8 @@ def decode_audio(
         return _decode_wav(data)
     if sample_rate is not None and sample_rate <= 0:
         raise AudioFormatError(f"sample rate must be positive, got {sample_rate}")
+    if sample_rate and not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise AudioFormatError(f"sample rate {sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     rate = sample_rate or (ULAW_RATE if kind == "ulaw" else DEFAULT_RATE)
     if not data:
         return np.zeros(0, dtype=np.float32), rate
@@ -146,6 +154,8 @@ def _wav_samples(
         raise AudioFormatError(
             f"malformed WAV: {channels} channels, {rate} Hz, block align {block_align}"
         )
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioFormatError(f"WAV sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     if len(payload) % block_align:
         raise AudioFormatError(
             f"truncated WAV: {len(payload)} data bytes is not a whole number of "

@@ -4,6 +4,10 @@ Connections come from a ConnectionSource (the warm pool). When no WebSocket can 
 server refuses WebSocket, the request goes over HTTP on the shared keep-alive session and the
 fallback is counted. Progress is reported through `on_step` so the caller can trace it without
 this module knowing about traces.
+
+Whatever the server sends reaches the caller as a BridgeError (TTSError family), never as a raw
+ValueError/KeyError: an HTTP reply is read with a byte cap, redirects are not followed (a 3xx is
+an error), and the body goes through the same bounded parser as WebSocket replies.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ from typing import Protocol
 
 import aiohttp
 
-from bridge.errors import ProtocolError, TTSError, TTSUnavailable
+from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
 from bridge.silma import protocol as p
-from bridge.silma.connection import AudioPiece, SilmaConnection, auth_headers
+from bridge.silma.connection import (
+    AudioPiece,
+    ReplyCounters,
+    SilmaConnection,
+    auth_headers,
+    read_capped,
+)
 from bridge.silma.endpoint import Endpoint
 
 StepCallback = Callable[[str], None]
@@ -39,8 +49,11 @@ class ConnectionSource(Protocol):
 class SilmaClient:
     def __init__(self, endpoint: Endpoint, source: ConnectionSource,
                  session: aiohttp.ClientSession, *, api_key: str, voice: p.SynthesizeRequest,
-                 timeout_s: float, want_ulaw: bool) -> None:
+                 timeout_s: float, want_ulaw: bool,
+                 counters: ReplyCounters | None = None) -> None:
         self.endpoint = endpoint
+        # The pool's counters, so refused HTTP replies show in its stats with the WebSocket's.
+        self.counters = counters if counters is not None else ReplyCounters()
         self._source = source
         self._session = session
         self._api_key = api_key
@@ -84,23 +97,39 @@ class SilmaClient:
                          ) -> AsyncIterator[AudioPiece]:
         on_step("request_sent")
         try:
-            async with self._session.post(
-                self.endpoint.synthesize_url, data=p.build_synthesize(request),
-                headers={**auth_headers(self._api_key), "Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-            ) as response:
-                body = await response.read()
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TTSUnavailable(f"TTS server unreachable over HTTP: {exc}") from exc
-        except TimeoutError:
-            raise TTSError("TTS request over HTTP timed out", retryable=True) from None
-        try:
-            reply = p.parse_server_message(body)
-        except ProtocolError as exc:
-            raise TTSError(f"TTS server answered HTTP {response.status}: {exc}") from exc
+            reply = await self._http_reply(request)
+        except TTSReplyError as exc:
+            self.counters.refused(exc)
+            raise
         if isinstance(reply, p.ErrorReply):
             raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable)
         if not isinstance(reply, p.SynthesisComplete):
-            raise TTSError(f"TTS server answered HTTP with {type(reply).__name__}")
+            raise TTSReplyError(f"TTS server answered HTTP with {type(reply).__name__}")
         yield AudioPiece(reply.audio, reply.format, reply.sample_rate or p.SEED_SAMPLE_RATE)
 
+    async def _http_reply(self, request: p.SynthesizeRequest) -> p.ServerMessage:
+        try:
+            async with self._session.post(
+                self.endpoint.synthesize_url, data=p.build_synthesize(request),
+                headers={**auth_headers(self._api_key), "Content-Type": "application/json",
+                         "Accept-Encoding": "identity"},
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                allow_redirects=False,  # a redirect could point anywhere: never followed
+            ) as response:
+                if 300 <= response.status < 400:
+                    raise TTSError(f"TTS server answered HTTP {response.status} (a redirect), "
+                                   "which is not followed")
+                encoding = response.headers.get("Content-Encoding", "identity").lower()
+                if encoding not in ("", "identity"):
+                    raise TTSReplyError(f"TTS server sent a {encoding[:20]}-encoded reply; "
+                                        "only identity is accepted")
+                body = await read_capped(response, p.MAX_REPLY_BYTES, "the TTS HTTP reply")
+                status = response.status
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise TTSError("TTS request over HTTP timed out", retryable=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TTSUnavailable(f"TTS server unreachable over HTTP: {exc}") from exc
+        try:
+            return p.parse_server_message(body)
+        except TTSReplyError as exc:
+            raise type(exc)(f"TTS server answered HTTP {status}: {exc}") from exc

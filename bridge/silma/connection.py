@@ -5,6 +5,12 @@ the seed protocol answers it with an error (or closes), and then only seed messa
 A reader task routes replies to the request they belong to (by id when the server echoes ids,
 else to the one request in flight). A request abandoned mid-synthesis leaves the connection
 reusable only if the server acknowledged a cancel; otherwise the connection is retired.
+
+The server may be chosen by a tenant and is untrusted: every reply is bounded and validated
+(protocol.parse_server_message). A reply that breaks the protocol, or any failure in the reader,
+fails every request in flight on this connection with a TTSError-family error carrying the
+reason, is logged and counted (ReplyCounters, shared by the pool), and closes the connection so
+the pool replaces it; the reader never dies silently and no request is left waiting.
 """
 
 from __future__ import annotations
@@ -18,14 +24,64 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+import structlog
 
-from bridge.errors import ProtocolError, TTSError, TTSUnavailable
+from bridge.errors import ProtocolError, TTSError, TTSReplyError, TTSReplyTooLarge, TTSUnavailable
 from bridge.silma import protocol as p
 from bridge.silma.endpoint import Endpoint
 
 HELLO_TIMEOUT_S = 2.0
 CANCEL_ACK_TIMEOUT_S = 2.0
+# Audio one request may bring in all (decoded bytes): a piece is a sentence or two; 32 MiB is
+# ~6 min of 24 kHz float32 (70 min of mu-law), past any sentence, and bounds what a server
+# streaming without end can queue in memory before the request fails.
+MAX_REQUEST_AUDIO_BYTES = 32 * 1024 * 1024
+# Replies one request may bring (empty chunks cost memory too): 20,000 is 400 s of 20 ms chunks.
+MAX_REQUEST_REPLIES = 20_000
 _ids = itertools.count(1)
+log = structlog.get_logger("bridge.silma")
+
+
+@dataclasses.dataclass
+class ReplyCounters:
+    """What servers sent that was refused, shared by one pool's connections and its client."""
+
+    malformed: int = 0  # replies that break the protocol (bad JSON, types, rates, binary frames)
+    oversize: int = 0  # replies past a size bound (message, chunk, request)
+    unrouted: int = 0  # well-formed replies for no request in flight (late after a cancel)
+    reader_failures: int = 0  # unexpected exceptions contained at a reader's root
+    last_reason: str | None = None
+
+    def refused(self, exc: BaseException) -> None:
+        if isinstance(exc, TTSReplyTooLarge):
+            self.oversize += 1
+        elif isinstance(exc, TTSReplyError):
+            self.malformed += 1
+        else:
+            self.reader_failures += 1
+        self.last_reason = str(exc)[:300]
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """A response body read as it streams in, refused (TTSReplyTooLarge) past `limit` bytes:
+    an untrusted server's declared length is not believed, its bytes are counted."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise TTSReplyTooLarge(f"{what} declares {declared} bytes, over the bound of {limit}")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise TTSReplyTooLarge(f"{what} is over the bound of {limit} bytes")
+    return bytes(body)
+
+
+def _fresh(error: TTSError) -> TTSError:
+    """A new instance per waiting request: one exception object raised in several tasks would
+    collect all their tracebacks."""
+    if isinstance(error, TTSUnavailable | TTSReplyError):
+        return type(error)(str(error))
+    return TTSError(str(error), retryable=error.retryable)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,34 +105,52 @@ class ConnState(enum.Enum):
 _Reply = p.ServerMessage | BaseException
 
 
+@dataclasses.dataclass
+class _Route:
+    """One request in flight: its replies, and how much it has been sent so far."""
+
+    queue: asyncio.Queue[_Reply]
+    audio_bytes: int = 0
+    replies: int = 0
+    failed: bool = False  # over a bound: told once, the rest of its replies are dropped
+
+
 def auth_headers(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 class SilmaConnection:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, hello: p.ServerHello | None,
-                 created_at: float) -> None:
+                 created_at: float, *, counters: ReplyCounters | None = None,
+                 where: str = "") -> None:
         self._ws = ws
         self.hello = hello
         self.created_at = created_at
         self.state = ConnState.READY
         self.requests_served = 0
+        self.counters = counters if counters is not None else ReplyCounters()
+        self.close_reason: str | None = None  # why the reader stopped, once it has
+        self._where = where  # the WebSocket URL, for logs (never carries the key)
         self._closing: asyncio.Task[bool] | None = None
         self.on_closed: Callable[[], None] | None = None  # the pool's hook for a lost socket
-        self._routes: dict[str | None, asyncio.Queue[_Reply]] = {}
+        self._routes: dict[str | None, _Route] = {}
         self._reader = asyncio.create_task(self._read_loop(), name="silma-reader")
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, endpoint: Endpoint, *, api_key: str,
                    timeout_s: float, heartbeat_s: float | None = None,
-                   ssl: ssl.SSLContext | bool = True) -> SilmaConnection:
+                   ssl: ssl.SSLContext | bool = True,
+                   counters: ReplyCounters | None = None) -> SilmaConnection:
         """Connect and handshake. Raises TTSUnavailable when the server cannot be reached."""
         loop = asyncio.get_running_loop()
+        counters = counters if counters is not None else ReplyCounters()
         try:
             async with asyncio.timeout(timeout_s):
+                # max_msg_size: a bigger message closes the socket (1009) instead of being
+                # buffered; the default would take 4 MiB, our old setting took 64 MiB.
                 ws = await session.ws_connect(
                     endpoint.ws_url, headers=auth_headers(api_key), compress=0,
-                    heartbeat=heartbeat_s, ssl=ssl, max_msg_size=64 * 1024 * 1024,
+                    heartbeat=heartbeat_s, ssl=ssl, max_msg_size=p.MAX_REPLY_BYTES,
                     timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 )
         except aiohttp.WSServerHandshakeError as exc:
@@ -89,14 +163,15 @@ class SilmaConnection:
                 from None
         try:
             async with asyncio.timeout(timeout_s):
-                hello = await cls._handshake(ws)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                hello = await cls._handshake(ws, counters, endpoint.ws_url)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             await ws.close()
             raise TTSUnavailable("TTS server did not answer the handshake") from exc
-        return cls(ws, hello, loop.time())
+        return cls(ws, hello, loop.time(), counters=counters, where=endpoint.ws_url)
 
     @staticmethod
-    async def _handshake(ws: aiohttp.ClientWebSocketResponse) -> p.ServerHello | None:
+    async def _handshake(ws: aiohttp.ClientWebSocketResponse, counters: ReplyCounters,
+                         where: str) -> p.ServerHello | None:
         await ws.send_str(p.build_hello().decode())
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
@@ -107,7 +182,11 @@ class SilmaConnection:
             raise aiohttp.ClientError("TTS server closed during the handshake")
         try:
             reply = p.parse_server_message(msg.data)
-        except ProtocolError:
+        except ProtocolError as exc:
+            # Counted, then treated as a seed server: only seed messages are sent to it.
+            counters.refused(exc)
+            log.warning("tts_reply_refused", endpoint=where, during="handshake",
+                        reason=str(exc)[:300])
             return None
         return reply if isinstance(reply, p.ServerHello) else None
 
@@ -118,7 +197,7 @@ class SilmaConnection:
     @property
     def max_in_flight(self) -> int:
         if self.supports("multiplex") and self.supports("id") and self.hello is not None:
-            return max(1, self.hello.max_in_flight)
+            return max(1, min(self.hello.max_in_flight, p.MAX_ANNOUNCED_IN_FLIGHT))
         return 1
 
     @property
@@ -157,7 +236,7 @@ class SilmaConnection:
         if request.id in self._routes:
             raise TTSError("request id already in flight on this connection")
         queue: asyncio.Queue[_Reply] = asyncio.Queue()
-        self._routes[request.id] = queue
+        self._routes[request.id] = _Route(queue)
         done = False
         try:
             await self._ws.send_str(p.build_synthesize(request).decode())
@@ -197,7 +276,8 @@ class SilmaConnection:
         if request_id is None or not self.supports("cancel") or not self.usable:
             self._retire()
             return
-        with contextlib.suppress(Exception):
+        # Best effort: no ack in time, or the socket failing, and the connection is retired.
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
             async with asyncio.timeout(CANCEL_ACK_TIMEOUT_S):
                 await asyncio.shield(self._ws.send_str(p.build_cancel(request_id).decode()))
                 while True:
@@ -210,33 +290,87 @@ class SilmaConnection:
 
     # -- reading -----------------------------------------------------------------------------
     async def _read_loop(self) -> None:
-        error: BaseException = TTSUnavailable("TTS server closed the connection")
+        """The connection's reader (a task root): whatever ends it, every request in flight is
+        failed with the reason, and a refused reply or an unexpected failure is logged and
+        counted before the connection closes."""
+        error: TTSError = TTSUnavailable("TTS server closed the connection")
         try:
             async for msg in self._ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
+                if msg.type is aiohttp.WSMsgType.TEXT:
                     reply = p.parse_server_message(msg.data)
-                except ProtocolError as exc:
-                    error = exc
-                    break
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    raise self._frame_error(msg.data)
+                else:  # BINARY: the protocol is JSON text frames only
+                    raise TTSReplyError(f"TTS server sent a {msg.type.name.lower()} frame "
+                                        f"({len(msg.data or b'')} bytes); only JSON text")
                 self._route(reply)
+        except TTSReplyError as exc:
+            error = exc
+            self._refused(exc)
         except (aiohttp.ClientError, ConnectionError) as exc:
             error = TTSUnavailable(f"TTS connection lost: {exc}")
+        except Exception as exc:  # the task root: contained, logged with its reason, counted
+            error = TTSReplyError(f"TTS connection failed reading a reply: "
+                                  f"{type(exc).__name__}: {exc}"[:300])
+            self.counters.refused(exc)
+            log.exception("tts_reader_failed", endpoint=self._where, error=str(error))
         finally:
+            self.close_reason = str(error)
             self.state = ConnState.CLOSED
-            for queue in self._routes.values():
-                queue.put_nowait(error)
-            if self.on_closed is not None:
-                self.on_closed()
+            for route in self._routes.values():
+                route.queue.put_nowait(_fresh(error))
+            if not self._ws.closed and self._closing is None:
+                self._closing = asyncio.get_running_loop().create_task(self._ws.close())
+            self._notify_closed()
+
+    def _frame_error(self, data: object) -> TTSError:
+        if isinstance(data, aiohttp.WebSocketError) and \
+                data.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+            return TTSReplyTooLarge(
+                f"TTS server sent a message over the bound of {p.MAX_REPLY_BYTES} bytes")
+        if isinstance(data, aiohttp.WebSocketError):
+            return TTSReplyError(f"TTS server broke the WebSocket protocol: {data}"[:300])
+        return TTSUnavailable(f"TTS connection lost: {data}")
+
+    def _refused(self, exc: TTSReplyError) -> None:
+        self.counters.refused(exc)
+        log.warning("tts_reply_refused", endpoint=self._where, in_flight=len(self._routes),
+                    reason=str(exc)[:300])
+
+    def _notify_closed(self) -> None:
+        if self.on_closed is None:
+            return
+        try:
+            self.on_closed()
+        except Exception:  # the reader's root: a failing hook must not hide the close
+            log.exception("tts_on_closed_failed", endpoint=self._where)
 
     def _route(self, reply: p.ServerMessage) -> None:
         key = getattr(reply, "id", None)
-        queue = self._routes.get(key)
-        if queue is None and key is None and len(self._routes) == 1:
-            queue = next(iter(self._routes.values()))  # seed server: no ids
-        if queue is not None:
-            queue.put_nowait(reply)
+        route = self._routes.get(key)
+        if route is None and key is None and len(self._routes) == 1:
+            route = next(iter(self._routes.values()))  # seed server: no ids
+        if route is None:
+            self.counters.unrouted += 1  # late after a cancel, or an id that is not ours
+            return
+        if route.failed:
+            # Only an end of the request still matters: the cancel the reader sent is answered.
+            if isinstance(reply, p.Cancelled | p.SynthesisComplete | p.ErrorReply):
+                route.queue.put_nowait(reply)
+            return
+        route.replies += 1
+        if isinstance(reply, p.AudioChunk | p.SynthesisComplete):
+            route.audio_bytes += len(reply.audio)
+        if route.audio_bytes > MAX_REQUEST_AUDIO_BYTES or route.replies > MAX_REQUEST_REPLIES:
+            # The one request fails (and is cancelled by its reader); the socket stays up.
+            route.failed = True
+            exc = TTSReplyTooLarge(
+                f"TTS server sent over {MAX_REQUEST_AUDIO_BYTES} audio bytes or "
+                f"{MAX_REQUEST_REPLIES} replies for one request")
+            self._refused(exc)
+            route.queue.put_nowait(exc)
+            return
+        route.queue.put_nowait(reply)
 
     def _retire(self) -> None:
         if self.state is not ConnState.CLOSED:

@@ -4,6 +4,12 @@ All decisions live in PoolCore (pool_core.py); this shell only performs them: it
 connections in background tasks, resolves waiting callers' futures, watches connections for loss,
 and wakes up when a connection ages out or a backoff ends. Closing is shielded from cancellation
 so a cancelled caller never leaks a socket.
+
+The server may be a tenant's choice and untrusted, and this pool is shared by the whole
+process: the maintainer task is supervised (any failure is logged with its reason, counted,
+and the loop goes on after a backoff), the health body is size-capped and validated, health
+checks follow no redirect and tell whether the API key is accepted, and replies the pool's
+connections refused are counted (ReplyCounters) for stats() and the metrics.
 """
 
 from __future__ import annotations
@@ -18,15 +24,34 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 
-from bridge.errors import TTSUnavailable
-from bridge.silma.connection import SilmaConnection, TTSRefused
+from bridge.errors import TTSReplyTooLarge, TTSUnavailable
+from bridge.silma.connection import (
+    ReplyCounters,
+    SilmaConnection,
+    TTSRefused,
+    auth_headers,
+    read_capped,
+)
 from bridge.silma.endpoint import Endpoint
 from bridge.silma.pool_core import Plan, PoolCore, PoolLimits, SlotState
 
 READY_RATIO_TARGET = 0.8
+# Our server's health body is under 2 KB; 64 KiB is plenty for any real one and bounds what a
+# hostile /health can make us buffer and keep in server_health.
+MAX_HEALTH_BYTES = 64 * 1024
+# After the maintainer's loop fails: first retry soon (a one-off), then back off to 30 s so a
+# failure that repeats cannot spin the event loop or flood the log.
+MAINTAINER_BACKOFF_S = (0.1, 30.0)
+KEY_REFUSED = "API key refused"
+_KEY_REFUSED_STATUSES = (401, 403)
 log = structlog.get_logger("bridge.pool")
+
+
+class _BadHealth(Exception):
+    """The health reply is unusable; its message becomes the health status."""
 
 
 class SilmaPool:
@@ -52,6 +77,10 @@ class SilmaPool:
         self._changed = asyncio.Event()  # replaced after each change: waiters see every one
         self._maintainer: asyncio.Task[None] | None = None
         self._acquire_waits: collections.deque[float] = collections.deque(maxlen=1000)
+        self.counters = ReplyCounters()  # shared by this pool's connections and its clients
+        self.maintainer_failures = 0
+        self.last_maintainer_error: str | None = None
+        self.health_failures = 0
         self.failures = 0
         self.fallbacks = 0
         self.refused = False  # the server answered but refused WebSocket: use HTTP
@@ -147,13 +176,20 @@ class SilmaPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def maintainer_running(self) -> bool:
+        return self._maintainer is not None and not self._maintainer.done()
+
     async def _open_slot(self, slot: int) -> None:
         try:
             conn = await SilmaConnection.open(
                 self._session, self.endpoint, api_key=self._api_key,
                 timeout_s=self._connect_timeout_s, heartbeat_s=self._health_interval_s,
-                ssl=self._ssl)
-        except TTSUnavailable as exc:
+                ssl=self._ssl, counters=self.counters)
+        except Exception as exc:  # a task root: whatever failed, the slot must be given back
+            if not isinstance(exc, TTSUnavailable):
+                log.exception("tts_connect_crashed", endpoint=self.endpoint.ws_url)
+                exc = TTSUnavailable(f"cannot connect to TTS server: {type(exc).__name__}")
             self.failures += 1
             self.last_error = str(exc)
             self.refused = isinstance(exc, TTSRefused)
@@ -168,6 +204,8 @@ class SilmaPool:
         self._slot_of[id(conn)] = slot
         conn.on_closed = lambda: self._lost(slot)
         self._run(self._core.connected(slot, self._now(), conn.max_in_flight))
+        if not conn.usable:  # its reader ended before the hook was set: replace it now
+            self._lost(slot)
         self._wake.set()  # a new ageing deadline
 
     def _fail_waiters(self, exc: BaseException) -> None:
@@ -189,6 +227,21 @@ class SilmaPool:
         self._core.forget(slot)
 
     async def _maintain(self) -> None:
+        """Supervises the maintenance loop: it never dies silently. Any failure is logged with
+        its reason and counted, and the loop starts again after a growing backoff."""
+        backoff = MAINTAINER_BACKOFF_S[0]
+        while True:
+            try:
+                await self._maintain_loop()
+            except Exception as exc:  # the task root
+                self.maintainer_failures += 1
+                self.last_maintainer_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.exception("pool_maintainer_failed", endpoint=self.endpoint.ws_url,
+                              failures=self.maintainer_failures, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(MAINTAINER_BACKOFF_S[1], backoff * 2)
+
+    async def _maintain_loop(self) -> None:
         """Wake at the next ageing/backoff deadline or health check; re-plan; check health."""
         next_health = self._now()
         while True:
@@ -206,26 +259,83 @@ class SilmaPool:
             self._run(self._core.plan(self._now()))
 
     async def check_health(self) -> dict[str, Any]:
-        """The server's health endpoint, plus whether each pooled socket is still open."""
+        """The server's health endpoint, whether it accepts the API key (a WebSocket upgrade
+        carrying it: 401/403 is "API key refused"), and whether each pooled socket is open.
+        Never follows a redirect; the key travels only in a header."""
         started = self._now()
+        body: dict[str, Any] = {}
         try:
-            async with self._session.get(
-                self.endpoint.health_url, ssl=self._ssl,
-                headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
-                timeout=aiohttp.ClientTimeout(total=self._connect_timeout_s),
-            ) as response:
-                body = await response.json(content_type=None) if response.status == 200 else {}
-                status = "ok" if response.status == 200 and body.get("ready", True) else \
-                    f"HTTP {response.status}"
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            status, body = f"unreachable: {type(exc).__name__}", {}
+            status, body = await self._health_body()
+        except _BadHealth as exc:
+            status = str(exc)
+        except TTSReplyTooLarge as exc:
+            status = f"bad health reply: {exc}"
+        except TimeoutError:  # before OSError, of which it is a subclass
+            status = "unreachable: TimeoutError"
+        except (aiohttp.ClientError, OSError) as exc:
+            status = f"unreachable: {type(exc).__name__}"
+        key = "unchecked"
+        if not status.startswith(("unreachable", "redirect")) and status != KEY_REFUSED:
+            key = await self._key_check()
+            if key == "refused":
+                status = KEY_REFUSED
+        elif status == KEY_REFUSED:
+            key = "refused"
+        if status != "ok":
+            self.health_failures += 1
         now = self._now()
-        self.server_health = {"status": status, "latency_ms": round((now - started) * 1000, 1),
+        self.server_health = {"status": status, "api_key": key,
+                              "latency_ms": round((now - started) * 1000, 1),
                               "checked_at": time.time(), "server": body}
         for slot, conn in list(self._conns.items()):
             self._run(self._core.health(slot, now, conn.usable,
                                         "open" if conn.usable else "closed"))
         return self.server_health
+
+    async def _health_body(self) -> tuple[str, dict[str, Any]]:
+        async with self._session.get(
+            self.endpoint.health_url, ssl=self._ssl,
+            headers={**auth_headers(self._api_key), "Accept-Encoding": "identity"},
+            timeout=aiohttp.ClientTimeout(total=self._connect_timeout_s),
+            allow_redirects=False,  # a 302 to an internal service must go nowhere
+        ) as response:
+            if 300 <= response.status < 400:
+                raise _BadHealth(f"redirect refused (HTTP {response.status})")
+            if response.status in _KEY_REFUSED_STATUSES:
+                raise _BadHealth(KEY_REFUSED)
+            if response.status != 200:
+                return f"HTTP {response.status}", {}
+            raw = await read_capped(response, MAX_HEALTH_BYTES, "the health reply")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _BadHealth("bad health reply: not JSON") from None
+        if not isinstance(body, dict):
+            raise _BadHealth(f"bad health reply: a JSON {type(body).__name__}, not an object")
+        ready = body.get("ready", True)
+        if not isinstance(ready, bool):
+            raise _BadHealth("bad health reply: ready is not true or false")
+        return ("ok" if ready else "not ready"), body
+
+    async def _key_check(self) -> str:
+        """accepted | refused | unchecked (with why): a WebSocket upgrade with the key, closed
+        at once. A server with no WebSocket route cannot say; HTTP requests then show it."""
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                ws = await self._session.ws_connect(
+                    self.endpoint.ws_url, headers=auth_headers(self._api_key), compress=0,
+                    ssl=self._ssl, max_msg_size=MAX_HEALTH_BYTES,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
+                await ws.close()
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in _KEY_REFUSED_STATUSES:
+                return "refused"
+            return f"unchecked: WebSocket upgrade answered HTTP {exc.status}"
+        except TimeoutError:
+            return "unchecked: WebSocket upgrade timed out"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"unchecked: {type(exc).__name__}"
+        return "accepted"
 
     # -- statistics --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -251,6 +361,15 @@ class SilmaPool:
             "waiting": len(core.waiters),
             "requests_served": sum(c.requests_served for c in self._conns.values()),
             "connect_failures": self.failures,
+            "malformed_replies": self.counters.malformed,
+            "oversize_replies": self.counters.oversize,
+            "unrouted_replies": self.counters.unrouted,
+            "reader_failures": self.counters.reader_failures,
+            "last_refused_reply": self.counters.last_reason,
+            "maintainer_running": self.maintainer_running,
+            "maintainer_failures": self.maintainer_failures,
+            "last_maintainer_error": self.last_maintainer_error,
+            "health_failures": self.health_failures,
             "fallbacks": self.fallbacks,
             "websocket_refused": self.refused,
             "last_error": self.last_error,

@@ -2,6 +2,11 @@
 
 Calls ask for a client by (endpoint, api key); the first ask starts the pool. A pool no call uses
 any more (its user moved to another endpoint, or the region changed) drains and closes.
+
+A target a tenant chose (`user_chosen`) is untrusted: its pool and client use the guarded
+session (bridge.web.url_guard.guarded_session: the SSRF guard on every connection, redirects
+refused) for the WebSocket, the health check and the HTTP fallback. Operator-configured
+targets (the bridge's endpoint, regions, the local-mode child) use the normal session.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from typing import Any
 
 import aiohttp
 
+from bridge.errors import ConfigError
 from bridge.settings import PoolSettings
 from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
 from bridge.silma.pool_core import PoolLimits
+
+PoolKey = tuple[str, str, bool]  # (WebSocket URL, hash of the API key, user_chosen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +40,15 @@ class TTSTarget:
     api_key: str = dataclasses.field(default="", repr=False)
     voice: p.SynthesizeRequest = dataclasses.field(
         default_factory=lambda: p.SynthesizeRequest(text=""), repr=False)
+    # True when a tenant entered the endpoint: connect only through the guarded session. Part
+    # of the key, so a tenant's pool is never shared with an operator's pool on the same URL.
+    user_chosen: bool = False
 
     @property
-    def pool_key(self) -> tuple[str, str]:
+    def pool_key(self) -> PoolKey:
         # The key is hashed so pool listings never show a credential.
         return (parse_endpoint(self.endpoint).ws_url,
-                hashlib.sha256(self.api_key.encode()).hexdigest()[:12])
+                hashlib.sha256(self.api_key.encode()).hexdigest()[:12], self.user_chosen)
 
 
 @dataclasses.dataclass
@@ -49,14 +60,16 @@ class _Entry:
 class PoolRegistry:
     def __init__(self, session: aiohttp.ClientSession, settings: PoolSettings, *,
                  connect_timeout_s: float, request_timeout_s: float, want_ulaw: bool,
-                 ssl_context: ssl.SSLContext | bool = True) -> None:
+                 ssl_context: ssl.SSLContext | bool = True,
+                 guarded_session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
+        self._guarded = guarded_session
         self._settings = settings
         self._connect_timeout_s = connect_timeout_s
         self._request_timeout_s = request_timeout_s
         self._want_ulaw = want_ulaw
         self._ssl = ssl_context
-        self._pools: dict[tuple[str, str], _Entry] = {}
+        self._pools: dict[PoolKey, _Entry] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def _limits(self) -> PoolLimits:
@@ -64,12 +77,22 @@ class PoolRegistry:
         return PoolLimits(size=s.size, warm=s.warm, max_age_s=s.max_age_s,
                           backoff_base_s=s.backoff_base_s, backoff_max_s=s.backoff_max_s)
 
+    def session_for(self, target: TTSTarget) -> aiohttp.ClientSession:
+        """The guarded session for a tenant's endpoint, the normal one for trusted targets.
+        Fails closed: a user-chosen target with no guarded session is refused."""
+        if not target.user_chosen:
+            return self._session
+        if self._guarded is None:
+            raise ConfigError("a user-chosen TTS endpoint needs PoolRegistry(guarded_session=...)")
+        return self._guarded
+
     async def pool_for(self, target: TTSTarget) -> SilmaPool:
         key = target.pool_key
         entry = self._pools.get(key)
         if entry is None:
             pool = SilmaPool(
-                self._session, parse_endpoint(target.endpoint), api_key=target.api_key,
+                self.session_for(target), parse_endpoint(target.endpoint),
+                api_key=target.api_key,
                 limits=self._limits(), connect_timeout_s=self._connect_timeout_s,
                 acquire_timeout_s=self._settings.acquire_timeout_s,
                 health_interval_s=self._settings.health_interval_s, ssl_context=self._ssl)
@@ -83,15 +106,16 @@ class PoolRegistry:
         pool = await self.pool_for(target)
         entry = self._pools[target.pool_key]
         entry.users += 1
-        client = SilmaClient(pool.endpoint, pool, self._session, api_key=target.api_key,
-                             voice=target.voice, timeout_s=self._request_timeout_s,
-                             want_ulaw=self._want_ulaw)
+        client = SilmaClient(pool.endpoint, pool, self.session_for(target),
+                             api_key=target.api_key, voice=target.voice,
+                             timeout_s=self._request_timeout_s, want_ulaw=self._want_ulaw,
+                             counters=pool.counters)
         try:
             yield client
         finally:
             entry.users -= 1
 
-    def retire_unused(self, keep: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    def retire_unused(self, keep: set[PoolKey]) -> list[PoolKey]:
         """Drain and close pools no live call uses and no configuration points at."""
         gone = [k for k, e in self._pools.items() if e.users == 0 and k not in keep]
         for key in gone:

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bridge.errors import ProtocolError
+from bridge.errors import ProtocolError, TTSReplyError, TTSReplyTooLarge
 
 SEED_FORMAT = "f32le"
 SEED_SAMPLE_RATE = 24000
@@ -347,45 +347,173 @@ def build_error(error: ErrorReply) -> bytes:
     return _with_id(body, error.id)
 
 
+# Bounds on what a server may send, checked before anything is decoded or allocated: a TTS
+# server may be chosen by a tenant and is untrusted. A declared rate of 1 Hz once turned one
+# 16 KB chunk into 795 MiB of resampled audio; telephony never needs below 8 kHz or above 48 kHz.
+MIN_REPLY_SAMPLE_RATE = 8000
+MAX_REPLY_SAMPLE_RATE = 48000
+# One message (the WebSocket's max_msg_size, the HTTP fallback's body cap): a seed server sends
+# a whole utterance in one reply, ~20 s of 24 kHz float32 is 1.9 MB raw, 2.6 MB base64; 8 MiB
+# leaves room for a long sentence (~58 s) and refuses the 64 MiB the audit could push.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+# Decoded audio in one message: 4 MiB is ~43 s of 24 kHz float32, twice the 20 s a seed
+# whole-utterance reply needs; checked on the base64 length, before decoding.
+MAX_CHUNK_AUDIO_BYTES = 4 * 1024 * 1024
+MAX_REPLY_TEXT_CHARS = 1000  # error messages, engine names: read by people, kept short in logs
+MAX_REPLY_ID_CHARS = 128  # ours are "r<counter>"; a longer id cannot be one of ours
+MAX_CAPABILITIES = 64
+MAX_ANNOUNCED_IN_FLIGHT = 64  # a server announcing more gets at most this many per socket
+
+
+class _Bad(Exception):
+    """A field fails validation; parse_server_message turns it into TTSReplyError."""
+
+
+def _opt_str(message: dict[str, Any], key: str, limit: int, default: str = "") -> str:
+    value = message.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _Bad(f"{key} must be a string")
+    return value[:limit]
+
+
+def _reply_id(message: dict[str, Any]) -> str | None:
+    value = message.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_REPLY_ID_CHARS:
+        raise _Bad(f"id must be a string of 1-{MAX_REPLY_ID_CHARS} characters")
+    return value
+
+
+def _int(message: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = message.get(key, default)
+    # bool is an int in Python, and 1e9 floats would pass int(): only a real int is a count.
+    if type(value) is not int or not low <= value <= high:
+        raise _Bad(f"{key} must be an integer in {low}..{high}")
+    return value
+
+
+def _rate(message: dict[str, Any]) -> int:
+    """A declared sample rate, 0 when none is declared (the seed default applies)."""
+    value = message.get("sample_rate")
+    if value is None or (value == 0 and type(value) is int):
+        return 0
+    if type(value) is not int or not MIN_REPLY_SAMPLE_RATE <= value <= MAX_REPLY_SAMPLE_RATE:
+        raise _Bad(f"declared sample_rate {str(value)[:20]} is outside "
+                   f"{MIN_REPLY_SAMPLE_RATE}-{MAX_REPLY_SAMPLE_RATE} Hz")
+    return value
+
+
+def _format(message: dict[str, Any]) -> str:
+    value = message.get("format")
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or value not in FORMATS:
+        raise _Bad(f"format {str(value)[:20]!r} is not one of {', '.join(FORMATS)}")
+    return value
+
+
+def _audio(message: dict[str, Any]) -> bytes:
+    value = message.get("audio")
+    if value is None or value == "":
+        return b""
+    if not isinstance(value, str):
+        raise _Bad("audio must be a base64 string")
+    # Checked on the encoded length, before decoding allocates anything.
+    if len(value) > (MAX_CHUNK_AUDIO_BYTES + 2) // 3 * 4:
+        raise TTSReplyTooLarge(
+            f"TTS server sent {len(value)} characters of base64 audio in one message, over "
+            f"the bound of {MAX_CHUNK_AUDIO_BYTES} decoded bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad("audio is not valid base64") from None
+
+
+# Bytes per sample of the raw formats; "" is the seed's raw float32 unless the bytes are WAV.
+_SAMPLE_BYTES = {"f32le": 4, "s16le": 2, "": 4}
+
+
+def _audio_of(message: dict[str, Any]) -> tuple[bytes, str]:
+    """The audio and its format, raw audio holding whole samples (our server encodes every
+    chunk from whole samples; a half sample is a broken server, refused here, not in DSP)."""
+    audio, fmt = _audio(message), _format(message)
+    size = _SAMPLE_BYTES.get(fmt, 1)
+    if len(audio) % size and not (fmt == "" and audio[:4] == b"RIFF"):
+        raise _Bad(f"{len(audio)} bytes of {fmt or 'raw float32'} audio is not whole samples")
+    return audio, fmt
+
+
+def _capabilities(message: dict[str, Any]) -> tuple[str, ...]:
+    value = message.get("capabilities", ())
+    if not isinstance(value, list | tuple) or len(value) > MAX_CAPABILITIES or not all(
+            isinstance(c, str) for c in value):
+        raise _Bad(f"capabilities must be a list of at most {MAX_CAPABILITIES} strings")
+    return tuple(value)
+
+
+def _bool(message: dict[str, Any], key: str, default: bool) -> bool:
+    value = message.get(key, default)
+    if not isinstance(value, bool):
+        raise _Bad(f"{key} must be true or false")
+    return value
+
+
 def parse_server_message(raw: str | bytes) -> ServerMessage:
-    """Parse a server reply. Tolerates the seed server (no type on HTTP, no format fields)."""
+    """Parse and bound a server reply. Tolerates the seed server (no type on HTTP, no format
+    fields). Raises TTSReplyError (a ProtocolError) for anything else, TTSReplyTooLarge past the
+    size bounds: every field is type-checked here, so no other exception type escapes."""
+    if len(raw) > MAX_REPLY_BYTES:
+        raise TTSReplyTooLarge(
+            f"TTS server sent a {len(raw)}-byte message, over the bound of {MAX_REPLY_BYTES}")
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ProtocolError("TTS server sent invalid JSON") from None
+        raise TTSReplyError("TTS server sent invalid JSON") from None
     if not isinstance(message, dict):
-        raise ProtocolError("TTS server sent a non-object message")
-    request_id = message.get("id")
+        raise TTSReplyError("TTS server sent a non-object message")
     kind = message.get("type")
     if kind is None:  # the seed HTTP server answers {"audio": ...} or {"error": ...}
         kind = "error" if "error" in message and "audio" not in message else "synthesis_complete"
+    if not isinstance(kind, str):
+        raise TTSReplyError("TTS server sent a message whose type is not a string")
     try:
+        request_id = _reply_id(message)
         if kind == "error":
-            return ErrorReply(
-                str(message.get("error", "unknown error")), request_id,
-                str(message.get("code", "internal")),
-            )
+            error = message.get("error", "unknown error")
+            return ErrorReply(str(error)[:MAX_REPLY_TEXT_CHARS] if error is not None
+                              else "unknown error", request_id,
+                              _opt_str(message, "code", MAX_VOICE_ID_CHARS, "internal"))
         if kind == "hello":
             return ServerHello(
-                capabilities=tuple(message.get("capabilities", ())),
-                engine=str(message.get("engine", "")),
-                sample_rate=int(message.get("sample_rate", SEED_SAMPLE_RATE)),
-                max_in_flight=int(message.get("max_in_flight", 1)),
-                can_clone=bool(message.get("can_clone", True)),
+                capabilities=_capabilities(message),
+                engine=_opt_str(message, "engine", MAX_REPLY_TEXT_CHARS),
+                sample_rate=_rate(message) or SEED_SAMPLE_RATE,
+                max_in_flight=_int(message, "max_in_flight", 1, 1, 1 << 31),
+                can_clone=_bool(message, "can_clone", True),
             )
         if kind == "cancelled":
-            return Cancelled(str(request_id))
+            if request_id is None:
+                raise _Bad("cancelled needs the id of the request")
+            return Cancelled(request_id)
         if kind == "voice_registered":
-            return VoiceRegistered(
-                str(message["voice_id"]), request_id, float(message.get("duration_s", 0.0))
-            )
-        audio = base64.b64decode(message.get("audio") or "", validate=True)
-        fmt = str(message.get("format", "")) or ""
-        rate = int(message.get("sample_rate", 0)) or 0
+            voice_id = message.get("voice_id")
+            if not isinstance(voice_id, str) or not 0 < len(voice_id) <= MAX_VOICE_ID_CHARS:
+                raise _Bad("voice_id must be a non-empty string")
+            duration = message.get("duration_s", 0.0)
+            if isinstance(duration, bool) or not isinstance(duration, int | float):
+                raise _Bad("duration_s must be a number")
+            return VoiceRegistered(voice_id, request_id, float(duration))
         if kind == "audio_chunk":
-            return AudioChunk(request_id, int(message["seq"]), audio, fmt, rate)
+            seq = _int(message, "seq", -1, 0, 1 << 31)
+            audio, fmt = _audio_of(message)
+            return AudioChunk(request_id, seq, audio, fmt, _rate(message))
         if kind == "synthesis_complete":
-            return SynthesisComplete(request_id, audio, fmt, rate, int(message.get("chunks", 0)))
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise ProtocolError(f"TTS server sent a malformed {kind} message: {exc}") from exc
-    raise ProtocolError(f"TTS server sent an unknown message type {kind!r}")
+            audio, fmt = _audio_of(message)
+            return SynthesisComplete(request_id, audio, fmt, _rate(message),
+                                     _int(message, "chunks", 0, 0, 1 << 31))
+    except _Bad as exc:
+        raise TTSReplyError(f"TTS server sent a malformed {kind[:40]} message: {exc}") from None
+    raise TTSReplyError(f"TTS server sent an unknown message type {kind[:40]!r}")

@@ -311,3 +311,18 @@ def test_bad_sample_rate() -> None:
         decode_audio(b"\x00" * 8, "f32le", -8000)
     with pytest.raises(ValueError, match="sample rate"):
         wav_bytes(np.zeros(4, dtype=np.float32), 0)
+
+
+@pytest.mark.parametrize("rate", [1, 7999, 192_001, 10**9])
+def test_declared_rates_outside_the_bound_are_refused_before_decoding(rate: int) -> None:
+    # A 1 Hz declaration once cost 795 MiB of resampled audio for one 16 KB chunk.
+    with pytest.raises(AudioFormatError, match="outside 8000-192000 Hz"):
+        decode_audio(b"\x00" * 16384, "f32le", rate)
+    with pytest.raises(AudioFormatError, match=r"WAV sample rate .* outside"):
+        decode_audio(make_wav(b"\x00" * 16, rate=rate))
+
+
+@pytest.mark.parametrize("rate", [8000, 192_000])
+def test_declared_rates_at_the_bounds_decode(rate: int) -> None:
+    assert decode_audio(b"\x00" * 8, "s16le", rate)[1] == rate
+    assert decode_audio(make_wav(b"\x00" * 8, rate=rate))[1] == rate

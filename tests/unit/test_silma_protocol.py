@@ -7,9 +7,11 @@ import base64
 import orjson
 import pytest
 
-from bridge.errors import ProtocolError
+from bridge.errors import ProtocolError, TTSError, TTSReplyError, TTSReplyTooLarge
 from bridge.silma.protocol import (
     CAPABILITIES,
+    MAX_CHUNK_AUDIO_BYTES,
+    MAX_REPLY_BYTES,
     SEED_FORMAT,
     SEED_SAMPLE_RATE,
     AudioChunk,
@@ -213,4 +215,116 @@ def test_seed_http_answers_parse() -> None:
 )
 def test_malformed_server_messages(raw: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
+        parse_server_message(raw)
+
+
+# --- bounds on what an untrusted server may send -----------------------------------------------
+
+F32 = base64.b64encode(b"\x00" * 16).decode()
+
+
+def chunk(**changes: object) -> bytes:
+    message: dict[str, object] = {"type": "audio_chunk", "id": "r1", "seq": 0, "audio": F32,
+                                  "format": "f32le", "sample_rate": 24000}
+    message.update(changes)
+    return orjson.dumps(message)
+
+
+@pytest.mark.parametrize("rate", [1, -8000, 7999, 48001, 10**12, True, 24000.0, "24000", [8000]])
+def test_declared_sample_rate_outside_8_to_48_khz_is_refused(rate: object) -> None:
+    # A declared 1 Hz once turned one 16 KB chunk into 795 MiB of resampled audio.
+    with pytest.raises(TTSReplyError, match="sample_rate"):
+        parse_server_message(chunk(sample_rate=rate))
+    with pytest.raises(TTSReplyError, match="sample_rate"):
+        parse_server_message(build_server_hello(ServerHello(("id",))).replace(
+            b'"sample_rate":24000', b'"sample_rate":' + orjson.dumps(rate)))
+
+
+@pytest.mark.parametrize("rate", [8000, 48000, 0, None])
+def test_rates_at_the_bounds_or_undeclared_pass(rate: object) -> None:
+    reply = parse_server_message(chunk(sample_rate=rate))
+    assert isinstance(reply, AudioChunk) and reply.sample_rate == (rate or 0)
+
+
+@pytest.mark.parametrize(("changes", "error"), [
+    ({"format": "mp3"}, "format 'mp3'"),
+    ({"format": 7}, "format '7'"),
+    ({"seq": "1"}, "seq"),
+    ({"seq": -1}, "seq"),
+    ({"seq": True}, "seq"),
+    ({"audio": 12}, "base64 string"),
+    ({"audio": "abc$"}, "not valid base64"),
+    ({"audio": base64.b64encode(b"\x00" * 5).decode()}, "not whole samples"),
+    ({"format": "s16le", "audio": base64.b64encode(b"\x00" * 3).decode()}, "not whole samples"),
+    ({"format": None, "audio": base64.b64encode(b"\x00" * 6).decode()}, "raw float32"),
+    ({"id": {"a": 1}}, "id must be"),
+    ({"id": 7}, "id must be"),
+    ({"id": "x" * 129}, "id must be"),
+    ({"type": 5}, "type is not a string"),
+])
+def test_every_field_of_a_reply_is_type_checked(changes: dict[str, object], error: str) -> None:
+    with pytest.raises(TTSReplyError, match=error):
+        parse_server_message(chunk(**changes))
+
+
+def test_a_seed_wav_payload_of_any_length_passes() -> None:
+    wav = b"RIFF\x00\x00\x00\x00WAVEjunk!"  # 17 bytes: WAV bodies need not be whole floats
+    reply = parse_server_message(orjson.dumps({"audio": base64.b64encode(wav).decode()}))
+    assert isinstance(reply, SynthesisComplete) and reply.audio == wav
+
+
+def test_odd_mu_law_lengths_pass() -> None:
+    reply = parse_server_message(chunk(format="ulaw", sample_rate=8000,
+                                       audio=base64.b64encode(b"\xff" * 3).decode()))
+    assert isinstance(reply, AudioChunk) and len(reply.audio) == 3
+
+
+@pytest.mark.parametrize(("hello", "error"), [
+    ({"capabilities": "id,stream"}, "capabilities"),
+    ({"capabilities": [1, 2]}, "capabilities"),
+    ({"capabilities": ["x"] * 65}, "capabilities"),
+    ({"max_in_flight": 0}, "max_in_flight"),
+    ({"max_in_flight": 1e300}, "max_in_flight"),  # int(inf) would raise OverflowError
+    ({"max_in_flight": "8"}, "max_in_flight"),
+    ({"can_clone": "yes"}, "can_clone"),
+    ({"engine": ["x"]}, "engine"),
+])
+def test_malformed_hellos_are_refused(hello: dict[str, object], error: str) -> None:
+    with pytest.raises(TTSReplyError, match=error):
+        parse_server_message(orjson.dumps({"type": "hello", **hello}))
+
+
+def test_replies_past_the_size_bounds_are_refused_before_decoding() -> None:
+    giant = "A" * ((MAX_CHUNK_AUDIO_BYTES + 2) // 3 * 4 + 4)
+    with pytest.raises(TTSReplyTooLarge, match="base64 audio"):
+        parse_server_message(orjson.dumps({"type": "audio_chunk", "seq": 0, "audio": giant}))
+    with pytest.raises(TTSReplyTooLarge, match="byte message"):
+        parse_server_message(b" " * (MAX_REPLY_BYTES + 1))
+    # ~20 s of 24 kHz float32, the seed protocol's whole-utterance reply, fits.
+    whole = base64.b64encode(b"\x00" * (20 * 24000 * 4)).decode()
+    assert len(parse_server_message(orjson.dumps({"audio": whole})).audio) == 20 * 24000 * 4  # type: ignore[union-attr]
+
+
+def test_error_text_is_truncated_and_codes_must_be_strings() -> None:
+    reply = parse_server_message(orjson.dumps({"type": "error", "error": "x" * 100_000}))
+    assert isinstance(reply, ErrorReply) and len(reply.error) == 1000
+    with pytest.raises(TTSReplyError, match="code"):
+        parse_server_message(b'{"type": "error", "error": "e", "code": 5}')
+
+
+def test_reply_errors_are_tts_errors_a_speaker_handles_and_never_retryable() -> None:
+    assert issubclass(TTSReplyError, TTSError) and issubclass(TTSReplyError, ProtocolError)
+    assert issubclass(TTSReplyTooLarge, TTSReplyError)
+    with pytest.raises(TTSReplyError) as caught:
+        parse_server_message(b"{")
+    assert caught.value.retryable is False
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"type": "cancelled"}', b'{"type": "voice_registered"}',
+    b'{"type": "voice_registered", "voice_id": "v", "duration_s": "1"}',
+    b'{"type": "synthesis_complete", "chunks": -1}', b"\xff\xfe", b"",
+])
+def test_other_malformed_replies_raise_only_reply_errors(raw: bytes) -> None:
+    with pytest.raises(TTSReplyError):
         parse_server_message(raw)
