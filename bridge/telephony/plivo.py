@@ -4,8 +4,9 @@ Mirrors bridge.telephony.twilio so the call session never branches on the provid
 parsing is strict about the fields we act on (streamId, callId, media payload, DTMF digit,
 checkpoint name) and lenient about informational ones (accountId, tracks, mediaFormat, media
 track, extra_headers): those fall back to a default when absent, but a value of the wrong type is
-still an error, except extra_headers, whose garbled pairs are dropped. Error messages never quote
-the payload.
+still an error, except extra_headers, whose garbled pairs are dropped. Ids, DTMF digits,
+checkpoint names, extra headers and payloads are bounded (see bridge.telephony.jsonfields).
+Error messages never quote the payload.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from plivo.utils.signature_v3 import (
     validate_v3_signature,
 )
 
+from bridge.errors import ProtocolError
 from bridge.telephony.events import (
     AudioCleared,
     DtmfReceived,
@@ -31,7 +33,13 @@ from bridge.telephony.events import (
     StreamStarted,
     StreamStopped,
 )
-from bridge.telephony.jsonfields import EventParser, Fields
+from bridge.telephony.jsonfields import (
+    MAX_PARAMETER_KEY_CHARS,
+    MAX_PARAMETER_VALUE_CHARS,
+    MAX_PARAMETERS,
+    EventParser,
+    Fields,
+)
 
 SIGNATURE_HEADER = "X-Plivo-Signature-V3"
 NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
@@ -41,6 +49,11 @@ _CONTENT_TYPE = "audio/x-mulaw"
 _SAMPLE_RATE = 8000
 # Plivo's documented limits for the extraHeaders attribute.
 _EXTRA_HEADERS_MAX_BYTES = 512
+# The longest extra_headers text a bounded set of pairs can take, as JSON, the longest form:
+# per pair the key, the value, four quotes, ": " and ", "; then the braces.
+_EXTRA_HEADERS_MAX_TEXT = (
+    MAX_PARAMETERS * (MAX_PARAMETER_KEY_CHARS + MAX_PARAMETER_VALUE_CHARS + 8) + 2
+)
 
 _FIELDS = Fields("Plivo")
 # Bound once: the media path runs ~50 times a second per call.
@@ -56,23 +69,24 @@ def _no_timestamp(value: object) -> None:
 def _parse_start(msg: dict[str, Any]) -> StreamStarted:
     start = _FIELDS.require_object(msg, "start", "start")
     # Documented inside `start`; media messages carry it at the top level, so accept that too.
-    stream_id = start.get("streamId", msg.get("streamId"))
-    if type(stream_id) is not str or not stream_id:
-        raise _FIELDS.bad_field("start", "start.streamId", stream_id, "a non-empty string")
-    call_id = start.get("callId")
-    if type(call_id) is not str or not call_id:
-        raise _FIELDS.bad_field("start", "start.callId", call_id, "a non-empty string")
-    account_id = _FIELDS.optional_str(start, "accountId", "start", "")
-    tracks = start.get("tracks", [])
-    if type(tracks) is not list or not all(type(t) is str for t in tracks):
-        raise _FIELDS.bad_field("start", "start.tracks", tracks, "a list of strings")
+    stream_id = _FIELDS.identifier(
+        start.get("streamId", msg.get("streamId")), "start", "start.streamId", required=True
+    )
+    call_id = _FIELDS.identifier(start.get("callId"), "start", "start.callId", required=True)
+    account_id = _FIELDS.identifier(
+        _FIELDS.optional_str(start, "accountId", "start", ""),
+        "start",
+        "start.accountId",
+        required=False,
+    )
+    tracks = _FIELDS.tracks(start)
     # Absent means what the answer XML asked for.
     encoding, rate = _FIELDS.media_format(start, _CONTENT_TYPE, _SAMPLE_RATE)
     return StreamStarted(
         stream_id=stream_id,
         call_id=call_id,
         account_id=account_id,
-        tracks=tuple(tracks),
+        tracks=tracks,
         custom_parameters=parse_extra_headers(msg.get("extra_headers")),
         encoding=encoding,
         sample_rate=rate,
@@ -80,17 +94,11 @@ def _parse_start(msg: dict[str, Any]) -> StreamStarted:
 
 
 def _parse_dtmf(msg: dict[str, Any]) -> DtmfReceived:
-    digit = _FIELDS.require_object(msg, "dtmf", "dtmf").get("digit")
-    if type(digit) is not str or not digit:
-        raise _FIELDS.bad_field("dtmf", "dtmf.digit", digit, "a non-empty string")
-    return DtmfReceived(digit)
+    return DtmfReceived(_FIELDS.dtmf_digit(msg))
 
 
 def _parse_played(msg: dict[str, Any]) -> MarkReceived:
-    name = msg.get("name")
-    if type(name) is not str:
-        raise _FIELDS.bad_field(msg["event"], "name", name, "a string")
-    return MarkReceived(name)
+    return MarkReceived(_FIELDS.mark_name(msg.get("name"), msg["event"], "name"))
 
 
 def _parse_cleared(msg: dict[str, Any]) -> AudioCleared:
@@ -122,30 +130,48 @@ def parse_extra_headers(value: object) -> dict[str, str]:
 
     Plivo sends them as "k=v,k2=v2", "k=v;k2=v2" or a JSON object, depending on the source; a
     decoded object is taken as is. They are informational context, so a garbled pair (no '=',
-    empty key, non-scalar JSON value) is dropped instead of failing the call.
+    empty key, non-scalar JSON value) is dropped instead of failing the call. Hostile ones are
+    not dropped but refused with ProtocolError: more than MAX_PARAMETERS entries, keys or values
+    past their bounds, control characters, text longer than any bounded set of pairs.
     """
     if isinstance(value, dict):
-        return _scalar_items(value)
+        return _bounded(_scalar_items(value), len(value))
     if not isinstance(value, str):
         return {}
+    if len(value) > _EXTRA_HEADERS_MAX_TEXT:  # before any splitting or JSON parsing
+        raise ProtocolError(
+            f"Plivo start: extra_headers is {len(value)} characters, "
+            f"at most {_EXTRA_HEADERS_MAX_TEXT} allowed"
+        )
     text = value.strip()
     if text.startswith("{"):
         try:
-            return _scalar_items(orjson.loads(text))  # text starting with "{" parses to an object
+            obj = orjson.loads(text)  # text starting with "{" parses to an object
         except orjson.JSONDecodeError:
             return {}
+        return _bounded(_scalar_items(obj), len(obj))
     headers: dict[str, str] = {}
     for pair in _PAIR_SEPARATOR.split(text):
         key, equals, val = pair.partition("=")
         key = key.strip()
         if equals and key:
             headers[key] = val.strip()
-    return headers
+    return _bounded(headers, len(headers))
+
+
+def _bounded(headers: dict[str, str], entries: int) -> dict[str, str]:
+    # `entries` counts dropped ones too: a thousand null values is hostile, not garbled.
+    if entries > MAX_PARAMETERS:
+        raise ProtocolError(
+            f"Plivo start: extra_headers has {entries} entries, at most {MAX_PARAMETERS} allowed"
+        )
+    return _FIELDS.parameters(headers, "start", "extra_headers")
 
 
 def _scalar_items(obj: dict[Any, Any]) -> dict[str, str]:
     # JSON numbers (userId=12345 encoded as a number) read back as their text; nulls, booleans,
-    # arrays and objects have no single obvious text and are dropped.
+    # arrays and objects have no single obvious text and are dropped. (orjson reads integers
+    # past 64 bits as floats, so str() never meets a huge int.)
     return {
         str(k): str(v) for k, v in obj.items() if str(k).strip() and type(v) in (str, int, float)
     }

@@ -3,7 +3,9 @@
 Inbound parsing is strict about the fields we act on (streamSid, callSid, media payload, DTMF digit,
 mark name) and lenient about informational ones (protocol/version, accountSid, tracks,
 customParameters, mediaFormat, media track/timestamp): those fall back to a default when absent,
-but a value of the wrong type is still an error. Error messages never quote the payload.
+but a value of the wrong type is still an error. Ids, DTMF digits, mark names, custom
+parameters and payloads are bounded (see bridge.telephony.jsonfields). Error messages never quote
+the payload.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bridge.telephony.events import (
     StreamStarted,
     StreamStopped,
 )
-from bridge.telephony.jsonfields import EventParser, Fields
+from bridge.telephony.jsonfields import EventParser, Fields, decimal
 
 _FIELDS = Fields("Twilio")
 # Bound once: the media path runs ~50 times a second per call.
@@ -32,10 +34,10 @@ _b2a_base64 = binascii.b2a_base64
 
 def _timestamp(value: object) -> int | None:
     # Twilio sends a decimal string. It only feeds tracing, so an odd value must not cost the
-    # caller 20 ms of audio: anything that is not an integer reads as "unknown".
+    # caller 20 ms of audio: anything that is not a bounded integer reads as "unknown".
     if type(value) is str:
-        return int(value) if value.isascii() and value.isdigit() else None
-    if type(value) is int:
+        return decimal(value)
+    if type(value) is int and 0 <= value < 2**63:
         return value
     return None
 
@@ -43,16 +45,14 @@ def _timestamp(value: object) -> int | None:
 def _parse_start(msg: dict[str, Any]) -> StreamStarted:
     start = _FIELDS.require_object(msg, "start", "start")
     # The sid is documented both inside `start` and at the top level; either will do.
-    stream_sid = start.get("streamSid", msg.get("streamSid"))
-    if type(stream_sid) is not str or not stream_sid:
-        raise _FIELDS.bad_field("start", "start.streamSid", stream_sid, "a non-empty string")
-    call_sid = start.get("callSid")
-    if type(call_sid) is not str or not call_sid:
-        raise _FIELDS.bad_field("start", "start.callSid", call_sid, "a non-empty string")
-    account_sid = _FIELDS.optional_str(start, "accountSid", "start", "")
-    tracks = start.get("tracks", [])
-    if type(tracks) is not list or not all(type(t) is str for t in tracks):
-        raise _FIELDS.bad_field("start", "start.tracks", tracks, "a list of strings")
+    stream_sid = _FIELDS.identifier(
+        start.get("streamSid", msg.get("streamSid")), "start", "start.streamSid", required=True
+    )
+    call_sid = _FIELDS.identifier(start.get("callSid"), "start", "start.callSid", required=True)
+    account_sid = _FIELDS.identifier(
+        start.get("accountSid", ""), "start", "start.accountSid", required=False
+    )
+    tracks = _FIELDS.tracks(start)
     params = start.get("customParameters", {})
     if type(params) is not dict or not all(type(v) is str for v in params.values()):
         raise _FIELDS.bad_field(
@@ -63,32 +63,38 @@ def _parse_start(msg: dict[str, Any]) -> StreamStarted:
         stream_id=stream_sid,
         call_id=call_sid,
         account_id=account_sid,
-        tracks=tuple(tracks),
-        custom_parameters=params,
+        tracks=tracks,
+        custom_parameters=_FIELDS.parameters(params, "start", "start.customParameters"),
         encoding=encoding,
         sample_rate=rate,
     )
 
 
 def _parse_connected(msg: dict[str, Any]) -> Connected:
+    # Informational, but logged: held to the id rules ("Call", "1.0.0").
     return Connected(
-        protocol=_FIELDS.optional_str(msg, "protocol", "connected", ""),
-        version=_FIELDS.optional_str(msg, "version", "connected", ""),
+        protocol=_FIELDS.identifier(
+            _FIELDS.optional_str(msg, "protocol", "connected", ""),
+            "connected",
+            "protocol",
+            required=False,
+        ),
+        version=_FIELDS.identifier(
+            _FIELDS.optional_str(msg, "version", "connected", ""),
+            "connected",
+            "version",
+            required=False,
+        ),
     )
 
 
 def _parse_dtmf(msg: dict[str, Any]) -> DtmfReceived:
-    digit = _FIELDS.require_object(msg, "dtmf", "dtmf").get("digit")
-    if type(digit) is not str or not digit:
-        raise _FIELDS.bad_field("dtmf", "dtmf.digit", digit, "a non-empty string")
-    return DtmfReceived(digit)
+    return DtmfReceived(_FIELDS.dtmf_digit(msg))
 
 
 def _parse_mark(msg: dict[str, Any]) -> MarkReceived:
     name = _FIELDS.require_object(msg, "mark", "mark").get("name")
-    if type(name) is not str:
-        raise _FIELDS.bad_field("mark", "mark.name", name, "a string")
-    return MarkReceived(name)
+    return MarkReceived(_FIELDS.mark_name(name, "mark", "mark.name"))
 
 
 def _parse_stop(msg: dict[str, Any]) -> StreamStopped:

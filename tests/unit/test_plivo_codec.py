@@ -21,6 +21,7 @@ from bridge.telephony.events import (
     StreamStarted,
     StreamStopped,
 )
+from bridge.telephony.jsonfields import MAX_ID_CHARS
 from bridge.telephony.plivo import PlivoCodec, parse_extra_headers, parse_message
 
 GOLDEN = Path(__file__).parent / "golden" / "plivo"
@@ -461,3 +462,192 @@ def test_codec_satisfies_the_outbound_protocol() -> None:
     # Cleared checkpoints are never acknowledged: the session must not wait for them.
     assert codec.clear_acks_marks is False
     assert STREAM_ID in repr(codec)
+
+
+# --- inbound: hostile input is bounded (issue 14) ---------------------------------------------
+# Every bound from bridge.telephony.jsonfields, just inside and just past it; past it is always a
+# ProtocolError (the session's counted malformed-message path) whose message echoes nothing.
+
+
+def _refused(raw: str | bytes, message: str) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        parse_message(raw)
+    text = str(info.value)
+    assert message in text
+    assert "\x1b" not in text and len(text) < 300  # nothing hostile echoed into the logs
+    return info.value
+
+
+def _dtmf(digit: object) -> str:
+    return _with("dtmf", lambda d: d["dtmf"].update(digit=digit))
+
+
+@pytest.mark.parametrize("digit", list("0123456789*#ABCD"))
+def test_every_dtmf_key_parses(digit: str) -> None:
+    assert parse_message(_dtmf(digit)) == DtmfReceived(digit)
+
+
+@pytest.mark.parametrize(
+    "digit",
+    ["55", "a", "b", "E", "٣", "5 ", "\x1b[31m", "5" * 100_000],
+    ids=[
+        "two keys",
+        "lowercase a",
+        "lowercase b",
+        "E",
+        "arabic digit",
+        "space",
+        "ansi",
+        "100k digits",
+    ],
+)
+def test_a_dtmf_digit_is_exactly_one_key(digit: str) -> None:
+    _refused(_dtmf(digit), "dtmf.digit must be one key of 0-9, *, #, A-D")
+
+
+def _start(**fields: object) -> str:
+    return _with("start", lambda d: d["start"].update(fields))
+
+
+@pytest.mark.parametrize("field", ["callId", "streamId", "accountId"])
+def test_start_ids_are_bounded_to_128_characters(field: str) -> None:
+    assert isinstance(parse_message(_start(**{field: "a" * MAX_ID_CHARS})), StreamStarted)
+    _refused(_start(**{field: "a" * (MAX_ID_CHARS + 1)}), f"start.{field} is 129 characters")
+    _refused(_start(**{field: "a" * 100_000}), f"start.{field} is 100000 characters")
+
+
+@pytest.mark.parametrize("field", ["callId", "streamId", "accountId"])
+@pytest.mark.parametrize("bad", ["id\x1b[2J", "id\r\nx", "id 1", "id/x", "idé", "id\x7f"])
+def test_start_ids_have_a_safe_charset(field: str, bad: str) -> None:
+    _refused(_start(**{field: bad}), f"start.{field} has characters outside")
+
+
+def test_top_level_stream_id_is_held_to_the_same_rules() -> None:
+    doc = golden("start")
+    del doc["start"]["streamId"]
+    doc["streamId"] = "s" * 129
+    _refused(json.dumps(doc), "start.streamId is 129 characters")
+
+
+def test_tracks_are_bounded_in_number_and_as_ids() -> None:
+    assert isinstance(parse_message(_start(tracks=["inbound"] * 8)), StreamStarted)
+    _refused(_start(tracks=["inbound"] * 9), "start.tracks lists 9 tracks, at most 8")
+    _refused(_start(tracks=["\x1b[1minbound"]), "start.tracks has characters outside")
+
+
+def test_media_track_is_held_to_the_id_rules() -> None:
+    doc = golden("media")
+    doc["media"]["track"] = "\x1b[31m"
+    _refused(json.dumps(doc), "media.track has characters outside")
+    doc["media"]["track"] = "x" * 129
+    _refused(json.dumps(doc), "media.track is 129 characters")
+
+
+@pytest.mark.parametrize("event", ["playedStream", "played"])
+def test_checkpoint_names_are_printable_ascii_up_to_128_characters(event: str) -> None:
+    def played(name: str) -> str:
+        return json.dumps({"event": event, "streamId": STREAM_ID, "name": name})
+
+    assert parse_message(played("u" * 128)) == MarkReceived("u" * 128)
+    _refused(played("u" * 129), f"Plivo {event}: name is 129 characters")
+    _refused(played("utt-1\x1b[0m"), "name has characters outside printable ASCII")
+
+
+def test_numeric_strings_are_bounded_before_int() -> None:
+    # int() refuses 4,300+ digits with a ValueError, which is not a ProtocolError.
+    _refused(_start(mediaFormat={"sampleRate": "9" * 5000}), "sampleRate must be a positive")
+    _refused(_start(mediaFormat={"sampleRate": "9" * 19}), "sampleRate must be a positive")
+    _refused(_start(mediaFormat={"sampleRate": 10**12}), "sampleRate must be a positive")
+    doc = golden("media")
+    doc["media"]["timestamp"] = "9" * 5000  # ignored, as every Plivo media timestamp is
+    assert _parse_media(doc).timestamp_ms is None
+
+
+def test_media_payload_is_bounded_to_64_kib() -> None:
+    doc = golden("media")
+    doc["media"]["payload"] = base64.b64encode(b"\xff" * 65536).decode()
+    assert len(_parse_media(doc).payload) == 65536
+    doc["media"]["payload"] = base64.b64encode(b"\xff" * 65537).decode()
+    _refused(json.dumps(doc), "media.payload is 65537 bytes, at most 65536 allowed")
+    doc["media"]["payload"] = "A" * 87388
+    _refused(json.dumps(doc), "87388 base64 characters, at most 87384 allowed")
+
+
+def test_messages_are_bounded_before_parsing() -> None:
+    raw = json.dumps({"event": "dtmf", "dtmf": {"digit": "1" * 200_000}})
+    _refused(raw, "at most 131072 allowed")
+    _refused(raw.encode(), "bytes, at most 131072 allowed")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"event": "playedStream", "name": ' + "[" * 3000 + "]" * 3000 + "}",
+        b'{"event": "playedStream", "name": "\xc3\x28"}',
+        b"\xfe\xff\x00\x01",
+        '{"event": "playedStream", "name": "\\udfff"}',
+        '{"event": "start", "start": {"mediaFormat": {"sampleRate": Infinity}}}',
+    ],
+    ids=[
+        "deep array",
+        "deep name",
+        "invalid utf-8",
+        "binary garbage",
+        "lone surrogate",
+        "infinity",
+    ],
+)
+def test_hostile_json_is_a_protocol_error(raw: str | bytes) -> None:
+    _refused(raw, "not valid JSON")
+
+
+def test_unknown_event_names_reach_the_log_escaped() -> None:
+    _refused('{"event": "\\u001b]0;owned\\u0007"}', "unknown Plivo event '\\x1b]0;owned\\x07'")
+
+
+def _start_with_headers(value: object) -> str:
+    return _with("start", lambda d: d.update(extra_headers=value))
+
+
+def test_extra_headers_at_their_bounds_are_kept() -> None:
+    pairs = {f"k{i:02}" + "k" * 61: "v" * 512 for i in range(32)}
+    for shape in (
+        pairs,
+        json.dumps(pairs),
+        ";".join(f"{k}={v}" for k, v in pairs.items()),
+    ):
+        event = parse_message(_start_with_headers(shape))
+        assert isinstance(event, StreamStarted)
+        assert event.custom_parameters == pairs
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (",".join(f"k{i}=v" for i in range(33)), "extra_headers has 33 entries, at most 32"),
+        ({f"k{i}": None for i in range(33)}, "extra_headers has 33 entries"),
+        (json.dumps({f"k{i}": None for i in range(33)}), "extra_headers has 33 entries"),
+        ("k" * 65 + "=v", "a key of 65 characters"),
+        ({"k": "v" * 513}, "a value of 513 characters"),
+        ('{"k": "' + "v" * 513 + '"}', "a value of 513 characters"),
+        ("tenant=\x1b[31macme", "holds control or bidirectional characters"),
+        ({"tenant": "a\u2028b"}, "holds control or bidirectional characters"),
+        ("a=1;" * 5000, "extra_headers is 20000 characters, at most 18690 allowed"),
+    ],
+    ids=[
+        "33 pairs",
+        "33 dropped entries",
+        "33 json entries",
+        "long key",
+        "long value",
+        "long json value",
+        "ansi",
+        "line separator",
+        "long text",
+    ],
+)
+def test_hostile_extra_headers_are_refused(value: object, message: str) -> None:
+    _refused(_start_with_headers(value), message)
+    with pytest.raises(ProtocolError, match=message.split(",")[0]):
+        parse_extra_headers(value)

@@ -20,6 +20,12 @@ from bridge.telephony.events import (
     StreamStarted,
     StreamStopped,
 )
+from bridge.telephony.jsonfields import (
+    MAX_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_TRACKS,
+)
 from bridge.telephony.twilio import TwilioCodec, parse_message
 
 GOLDEN = Path(__file__).parent / "golden" / "twilio"
@@ -332,3 +338,248 @@ def test_codec_satisfies_the_outbound_protocol() -> None:
     codec: OutboundCodec = TwilioCodec(SID)
     assert codec.clear_acks_marks is True
     assert SID in repr(codec)
+
+
+# --- inbound: hostile input is bounded (issue 14) ---------------------------------------------
+# Every bound from bridge.telephony.jsonfields, just inside and just past it; past it is always a
+# ProtocolError (the session's counted malformed-message path) whose message echoes nothing.
+
+
+def _refused(raw: str | bytes, message: str) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        parse_message(raw)
+    text = str(info.value)
+    assert message in text
+    assert "\x1b" not in text and len(text) < 300  # nothing hostile echoed into the logs
+    return info.value
+
+
+def _dtmf(digit: object) -> str:
+    return _with("dtmf", lambda d: d["dtmf"].update(digit=digit))
+
+
+@pytest.mark.parametrize("digit", list("0123456789*#ABCD"))
+def test_every_dtmf_key_parses(digit: str) -> None:
+    assert parse_message(_dtmf(digit)) == DtmfReceived(digit)
+
+
+@pytest.mark.parametrize(
+    "digit",
+    ["11", "a", "d", "E", "٣", " 1", "1\n", "\x1b[31m", "1" * 1_000_00],
+    ids=[
+        "two keys",
+        "lowercase a",
+        "lowercase d",
+        "E",
+        "arabic digit",
+        "space",
+        "newline",
+        "ansi",
+        "100k digits",
+    ],
+)
+def test_a_dtmf_digit_is_exactly_one_key(digit: str) -> None:
+    _refused(_dtmf(digit), "dtmf.digit must be one key of 0-9, *, #, A-D")
+
+
+def _start(**fields: object) -> str:
+    return _with("start", lambda d: d["start"].update(fields))
+
+
+@pytest.mark.parametrize("field", ["callSid", "streamSid", "accountSid"])
+def test_start_ids_are_bounded_to_128_characters(field: str) -> None:
+    event = parse_message(_start(**{field: "C" * MAX_ID_CHARS}))
+    assert isinstance(event, StreamStarted)
+    _refused(_start(**{field: "C" * (MAX_ID_CHARS + 1)}), f"start.{field} is 129 characters")
+    _refused(_start(**{field: "C" * 100_000}), f"start.{field} is 100000 characters")
+
+
+@pytest.mark.parametrize("field", ["callSid", "streamSid", "accountSid"])
+@pytest.mark.parametrize(
+    "bad", ["CA\x1b[2J", "CA\nforged log line", "CA 1", "CA/../x", "CAé", "CA\x00", "CA\u202e"]
+)
+def test_start_ids_have_a_safe_charset(field: str, bad: str) -> None:
+    _refused(_start(**{field: bad}), f"start.{field} has characters outside")
+
+
+def test_start_ids_take_every_documented_shape() -> None:
+    event = parse_message(_start(callSid="CA" + "0f" * 16, streamSid="MZ-a_b.c:d"))
+    assert isinstance(event, StreamStarted)
+    assert (event.call_id, event.stream_id) == ("CA" + "0f" * 16, "MZ-a_b.c:d")
+
+
+def test_top_level_stream_sid_is_held_to_the_same_rules() -> None:
+    doc = golden("start")
+    del doc["start"]["streamSid"]
+    doc["streamSid"] = "MZ\x1b[0m"
+    _refused(json.dumps(doc), "start.streamSid has characters outside")
+
+
+def test_tracks_are_bounded_in_number_and_as_ids() -> None:
+    event = parse_message(_start(tracks=["inbound"] * MAX_TRACKS))
+    assert isinstance(event, StreamStarted)
+    assert len(event.tracks) == MAX_TRACKS
+    _refused(_start(tracks=["inbound"] * (MAX_TRACKS + 1)), "start.tracks lists 9 tracks")
+    _refused(_start(tracks=["in\x1bbound"]), "start.tracks has characters outside")
+    _refused(_start(tracks=["i" * 129]), "start.tracks is 129 characters")
+
+
+def _media(**fields: object) -> str:
+    return _with("media_inbound", lambda d: d["media"].update(fields))
+
+
+def test_media_track_is_held_to_the_id_rules() -> None:
+    assert (
+        _parse_media(
+            golden("media_inbound") | {"media": {"payload": "/w==", "track": "inbound_track"}}
+        ).track
+        == "inbound_track"
+    )
+    assert isinstance(parse_message(_media(track="t" * 128)), MediaReceived)
+    _refused(_media(track="t" * 129), "media.track is 129 characters")
+    _refused(_media(track="\x1b]0;pwned\x07"), "media.track has characters outside")
+
+
+def test_mark_names_are_printable_ascii_up_to_128_characters() -> None:
+    name = "n" * MAX_ID_CHARS
+    assert parse_message(_with("mark", lambda d: d["mark"].update(name=name))) == MarkReceived(name)
+    _refused(_with("mark", lambda d: d["mark"].update(name=name + "n")), "mark.name is 129")
+    for bad in ("utt-1\x1b[31m", "utt\n1", "utt-é"):
+        _refused(
+            _with("mark", lambda d, b=bad: d["mark"].update(name=b)),
+            "mark.name has characters outside printable ASCII",
+        )
+
+
+def test_connected_fields_are_held_to_the_id_rules() -> None:
+    _refused('{"event": "connected", "protocol": "Call\\u001b[1m"}', "protocol has characters")
+    _refused(json.dumps({"event": "connected", "version": "1" * 129}), "version is 129")
+
+
+def test_numeric_strings_are_bounded_before_int() -> None:
+    # int() refuses 4,300+ digits with a ValueError, which is not a ProtocolError.
+    five_thousand = "9" * 5000
+    _refused(
+        _start(mediaFormat={"sampleRate": five_thousand}),
+        "start.mediaFormat.sampleRate must be a positive integer",
+    )
+    _refused(_start(mediaFormat={"sampleRate": "1" * 19}), "sampleRate must be a positive")
+    _refused(_start(mediaFormat={"sampleRate": 2**31}), "sampleRate must be a positive")
+    event = parse_message(_start(mediaFormat={"sampleRate": "0" * 14 + "8000"}))
+    assert isinstance(event, StreamStarted) and event.sample_rate == 8000
+    # The timestamp only feeds tracing: past the bound it reads as unknown, never fatal.
+    assert (
+        _parse_media(
+            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": five_thousand}}
+        ).timestamp_ms
+        is None
+    )
+    assert (
+        _parse_media(
+            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": "9" * 18}}
+        ).timestamp_ms
+        == 10**18 - 1
+    )
+    assert (
+        _parse_media(
+            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": 2**63}}
+        ).timestamp_ms
+        is None
+    )
+
+
+def test_encoding_is_a_bounded_media_type() -> None:
+    event = parse_message(_start(mediaFormat={"encoding": "audio/x-l16;rate=16000"}))
+    assert isinstance(event, StreamStarted) and event.encoding == "audio/x-l16;rate=16000"
+    _refused(_start(mediaFormat={"encoding": "audio/x-mulaw\x1b[5m"}), "encoding has characters")
+    _refused(_start(mediaFormat={"encoding": "a" * 65}), "encoding is 65 characters")
+
+
+def test_custom_parameters_are_bounded() -> None:
+    at_bounds = {f"k{i:02}" + "k" * 61: "v" * 512 for i in range(32)}
+    event = parse_message(_start(customParameters=at_bounds))
+    assert isinstance(event, StreamStarted) and event.custom_parameters == at_bounds
+    _refused(_start(customParameters={f"k{i}": "v" for i in range(33)}), "has 33 entries")
+    _refused(_start(customParameters={"k" * 65: "v"}), "a key of 65 characters")
+    _refused(_start(customParameters={"": "v"}), "a key of 0 characters")
+    _refused(_start(customParameters={"k": "v" * 513}), "a value of 513 characters")
+    for bad in ({"k": "\x1b[31mred"}, {"k\x00": "v"}, {"k": "a\u202eb"}, {"k": "a\nb"}):
+        _refused(_start(customParameters=bad), "holds control or bidirectional characters")
+    _refused(_start(customParameters={"k": ["v"]}), "an object with string values")
+
+
+def test_custom_parameters_are_a_copy() -> None:
+    event = parse_message(golden_text("start"))
+    assert isinstance(event, StreamStarted)
+    assert event.custom_parameters == golden("start")["start"]["customParameters"]
+
+
+def test_media_payload_is_bounded_to_64_kib() -> None:
+    at_bound = base64.b64encode(b"\x7f" * MAX_PAYLOAD_BYTES).decode()
+    event = parse_message(_media(payload=at_bound))
+    assert isinstance(event, MediaReceived) and len(event.payload) == 65536
+    # One byte more is still 87,384 characters (the last group holds 1 to 3 bytes)...
+    one_more = base64.b64encode(b"\x7f" * (MAX_PAYLOAD_BYTES + 1)).decode()
+    assert len(one_more) == len(at_bound)
+    _refused(_media(payload=one_more), "media.payload is 65537 bytes, at most 65536 allowed")
+    # ...and a longer text is refused before it is decoded.
+    _refused(_media(payload=at_bound + "AAAA"), "87388 base64 characters, at most 87384 allowed")
+
+
+def test_messages_are_bounded_before_parsing() -> None:
+    raw = '{"event": "dtmf", "pad": "' + "x" * MAX_MESSAGE_CHARS + '"}'
+    _refused(raw, f"message of {len(raw)} characters, at most 131072 allowed")
+    _refused(raw.encode(), "bytes, at most 131072 allowed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[" * 5000 + "]" * 5000, "not valid JSON"),
+        ('{"event": "mark", "mark": ' + "{" * 2000 + "}" * 2000 + "}", "not valid JSON"),
+        (b'{"event": "dtmf", "dtmf": {"digit": "\xff"}}', "not valid JSON"),
+        (b"\x80\x81\x82", "not valid JSON"),
+        ('{"event": "dtmf", "dtmf": {"digit": "\\ud800"}}', "not valid JSON"),
+        ('{"event": "start", "start": {"mediaFormat": {"sampleRate": NaN}}}', "not valid JSON"),
+        ('{"event": "start", "start": {"mediaFormat": {"sampleRate": 1e400}}}', "not valid JSON"),
+        ('{"event": "\\u001b[31mhello"}', "unknown Twilio event '\\x1b[31mhello'"),
+        (
+            '{"event": "dtmf", "dtmf": ' + "[" * 100 + "]" * 100 + "}",
+            "dtmf must be an object, got an array",
+        ),
+        (
+            '{"event": "media", "media": {"payload": "/w==", "track": {"a": 1}}}',
+            "media.track must be a string, got an object",
+        ),
+        (
+            '{"event": "media", "media": {"payload": "/w==", "track": ["x"]}}',
+            "media.track must be a string, got an array",
+        ),
+    ],
+    ids=[
+        "deep array",
+        "deep object",
+        "invalid utf-8",
+        "binary garbage",
+        "lone surrogate",
+        "NaN",
+        "infinity",
+        "ansi event name",
+        "nested dtmf",
+        "track object",
+        "track array",
+    ],
+)
+def test_every_hostile_parse_is_a_protocol_error(raw: str | bytes, message: str) -> None:
+    _refused(raw, message)
+
+
+def test_huge_integers_and_floats_never_escape() -> None:
+    # orjson reads integers past 64 bits as floats; neither may reach int() or a str() that
+    # ends up in a log.
+    for value in ("1" + "0" * 30, "-" + "9" * 25, "1.5e300", "-0"):
+        raw = (
+            '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", '
+            f'"mediaFormat": {{"sampleRate": {value}}}}}}}'
+        )
+        _refused(raw, "sampleRate must be a positive integer")
