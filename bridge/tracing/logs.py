@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -17,7 +18,8 @@ def _escape(value: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
 
 
-def escape_control_characters(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def escape_control_characters(_: Any, __: str, event: MutableMapping[str, Any]
+                              ) -> MutableMapping[str, Any]:
     """Values can come from callers and carriers (ids, errors, text): on a terminal an ANSI
     escape among them could rewrite what the operator reads. JSON escapes them anyway."""
     for key, value in event.items():

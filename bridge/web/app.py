@@ -42,6 +42,7 @@ from bridge.web.access import (
 from bridge.web.context import CONTEXT, BridgeContext
 from bridge.web.forwarded import parse_networks
 from bridge.web.stream_tokens import StreamTokens
+from bridge.web.url_guard import guarded_session
 
 POOL_SWEEP_S = 60.0
 log = structlog.get_logger("bridge.web")
@@ -74,10 +75,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                                  default_user_token=settings.default_user_token)
     tls = ssl.create_default_context(cafile=silma.ca_file) if silma.ca_file else True
     ctx.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=0))
+    ctx.guarded_http = guarded_session(allow_private=silma.allow_private_endpoints, ssl=tls)
     ctx.pools = PoolRegistry(ctx.http, settings.pool,
                              connect_timeout_s=silma.connect_timeout_s,
                              request_timeout_s=silma.request_timeout_s,
-                             want_ulaw=silma.request_ulaw, ssl_context=tls)
+                             want_ulaw=silma.request_ulaw, ssl_context=tls,
+                             guarded_session=ctx.guarded_http)
     background: list[asyncio.Task[None]] = []
     if not silma.endpoint and any(silma.regions.values()):
         ctx.regions = RegionSelector(ctx.http, silma.regions, ssl_context=tls)
@@ -94,6 +97,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await ctx.pools.close()
         await ctx.http.close()
+        await ctx.guarded_http.close()
         if ctx.local_tts is not None:
             await ctx.local_tts.stop()
         await ctx.store.close()

@@ -33,6 +33,8 @@ class BridgeContext:
     voice: p.SynthesizeRequest
     stream_tokens: StreamTokens
     http: aiohttp.ClientSession | None = None
+    # For endpoints a tenant typed in: refuses forbidden addresses on every connection.
+    guarded_http: aiohttp.ClientSession | None = None
     store: Store | None = None
     pools: PoolRegistry | None = None
     regions: RegionSelector | None = None
@@ -89,7 +91,10 @@ class BridgeContext:
         )
         if not endpoint:
             return TTSTarget(await self.local_endpoint(), "", voice)
-        return TTSTarget(endpoint, api_key, voice)
+        # Only an endpoint the tenant typed in is untrusted; regions and the bridge's own are
+        # the operator's choice.
+        user_chosen = row is not None and bool(row.api_endpoint)
+        return TTSTarget(endpoint, api_key, voice, user_chosen=user_chosen)
 
     def tts_opener(self, user_id: str) -> Callable[
             [], contextlib.AbstractAsyncContextManager[Synthesize]]:

@@ -160,7 +160,7 @@ async def get_pool(request: web.Request) -> web.StreamResponse:
 
 def _health_error(pool: SilmaPool, status: str) -> tuple[str, str]:
     where = pool.endpoint.http_base
-    if status in ("HTTP 401", "HTTP 403"):
+    if status in ("HTTP 401", "HTTP 403", "API key refused"):
         return "api_key", f"the TTS server at {where} refused the API key ({status})"
     if status.startswith("unreachable"):
         return "api_endpoint", f"cannot reach the TTS server at {where} ({status})"
