@@ -41,6 +41,9 @@ MAX_PENDING_UTTERANCES = 8
 # Events waiting for the agent: past this they are dropped and counted (a stalled agent must
 # not grow the call's memory with every 20 ms of caller audio it is told about).
 MAX_AGENT_EVENTS = 256
+# A carrier sends start right after the upgrade; a stream that has sent no valid one by then is
+# closed (it holds a socket and a spent token, and may be a probe).
+START_TIMEOUT_S = 10.0
 
 
 class CallBusy(BridgeError):
@@ -210,6 +213,7 @@ class CallSession:
         everything. Messages arrive through `receive` meanwhile."""
         ended = asyncio.ensure_future(stream_ended)
         reason = "socket closed"
+        no_start = asyncio.get_running_loop().call_later(START_TIMEOUT_S, self._start_overdue)
         try:
             await asyncio.wait((ended, self._stop), return_when=asyncio.FIRST_COMPLETED)
             if self._stop.done():
@@ -218,8 +222,14 @@ class CallSession:
             reason = "server shutdown"
             raise
         finally:
+            no_start.cancel()
             ended.cancel()
             await self._finish(reason)
+
+    def _start_overdue(self) -> None:
+        if self.start is None:  # admitted, yet no valid start: the socket must not idle forever
+            self._hooks.refused("no_start")
+            self._end("no valid start message")
 
     def _caller_audio(self, payload: bytes) -> None:
         if self.start is None:
@@ -267,10 +277,25 @@ class CallSession:
         self._spawn(send(), "clear")
 
     def _spawn(self, job: Coroutine[object, object, None], name: str) -> None:
-        """A task of this call: cancelled when the call ends, forgotten once done."""
+        """A task of this call: cancelled when the call ends, forgotten once done. One that
+        fails ends the call with its reason (the sender, speaker and agent loop run for the
+        whole call: without one of them the caller would hear silence)."""
         task = asyncio.create_task(job, name=f"{name}-{self.call_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        part = task.get_name().split("-", 1)[0]  # "sender-CA..." (call ids may hold "-")
+        if isinstance(exc, ConnectionError):  # a send raced the provider closing the stream
+            log.info("call_stream_gone", call_id=self.call_id, task=part)
+            self._end("socket closed")
+            return
+        log.warning("call_task_failed", call_id=self.call_id, task=part,
+                    error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        self._end(f"{part} failed ({type(exc).__name__})")
 
     def _tell(self, event: AgentEvent) -> None:
         try:

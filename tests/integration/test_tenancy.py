@@ -228,3 +228,18 @@ async def test_ended_call_history_stays_bounded_under_long_dtmf_floods(tts):
     assert trace["malformed_messages"] == 20
     assert trace["dtmf"] == []
     assert len(str(trace)) < 100_000
+
+
+async def test_a_stream_that_never_sends_a_valid_start_is_closed(tts, monkeypatch):
+    monkeypatch.setattr("bridge.call.session.START_TIMEOUT_S", 0.5)
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
+            aiohttp.ClientSession() as http:
+        stream_url, _ = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
+                                          {"CallSid": "CAmute"}, None)
+        ws = await http.ws_connect(stream_url)
+        await ws.send_str('{"event":"start","start":{"callSid":"\\u001b[2J"}}')
+        async with asyncio.timeout(10):
+            message = await ws.receive()
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        metrics = bridge.context.registry.metrics.exposition().decode()
+    assert 'bridge_refused_inputs_total{kind="no_start"} 1.0' in metrics

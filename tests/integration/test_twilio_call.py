@@ -226,3 +226,22 @@ async def test_metrics_and_health_targets_after_a_real_call(tts):
     assert targets["error_rate"]["value"] == 0 and targets["error_rate"]["ok"] is True
     assert targets["synthesis_latency_p95_s"]["ok"] is True
     assert targets["pool_ready_ratio"]["ok"] is True
+
+
+async def test_a_call_part_that_dies_ends_the_call_with_its_reason(tts):
+    async with running_bridge(make_settings(), tts_url=tts.url) as bridge:
+        def broken_tts(_user_id: str):
+            @contextlib.asynccontextmanager
+            async def open_tts():
+                async def synthesize(text, on_step):
+                    raise RuntimeError("a bug in the TTS driver")
+                    yield  # an async generator, as the real one
+
+                yield synthesize
+            return open_tts
+
+        bridge.context.tts_opener = broken_tts  # type: ignore[method-assign]
+        report = await run_call(bridge.url, max_seconds=15)
+        trace = await wait_ended(bridge, report.call_sid)
+    assert trace["end_reason"] == "speaker failed (RuntimeError)"  # not a silent call
+    assert report.error is not None and "closed the media stream" in report.error
