@@ -668,7 +668,8 @@ async def run_call(
     Rings the bridge the way `provider` does (Twilio: /twilio/voice, Plivo: /plivo/answer, then
     `user_path`; signed when `auth_token` is given), waits for `wait_marks` greeting utterances,
     then has the bridge say each text of `say` (POST /calls/{sid}/say, as the call's owner:
-    `control_token` is that user's access token) and waits for its mark, then hangs up. Everything must fit in `max_seconds`. Raises CallFailed / ProtocolError when
+    `control_token` is that user's access token) and waits for its mark,
+    then hangs up. Everything must fit in `max_seconds`. Raises CallFailed / ProtocolError when
     no call could be set up; a call that starts but goes wrong returns a report with `error`
     set. Pass `session` to share a connection pool (a load test: give its connector limit=0,
     every stream holds a connection).

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from bridge.call.session import MAX_PENDING_UTTERANCES
-from bridge.errors import ProtocolError
 from bridge.emulator.plivo_peer import fetch_answer_xml
-from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
+from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
+from bridge.errors import ProtocolError
 from bridge.settings import Settings
 from bridge.web.app import create_ops_app
 from tests.servers import DEFAULT_TOKEN, RunningBridge, make_settings, running_bridge, wait_ended
@@ -218,11 +218,10 @@ async def test_ended_call_history_stays_bounded_under_long_dtmf_floods(tts):
     async with running_bridge(make_settings(), tts_url=tts.url) as bridge, \
             aiohttp.ClientSession() as http:
         call = await open_call(http, bridge, "CAflood")
-        big = "9" * 1_000_000
+        dtmf = ('{{"event":"dtmf","streamSid":"{}","sequenceNumber":"9","dtmf":'
+                '{{"track":"inbound_track","digit":"{}"}}}}')
         for _ in range(20):
-            await call.send_raw('{"event":"dtmf","streamSid":"%s","sequenceNumber":"9",'
-                                '"dtmf":{"track":"inbound_track","digit":"%s"}}'
-                                % (call.stream_sid, big))
+            await call.send_raw(dtmf.format(call.stream_sid, "9" * 1_000_000))
         await call.stop()
         trace = await wait_ended(bridge, "CAflood")
     assert trace["malformed_messages"] == 20

@@ -42,6 +42,6 @@ def test_no_header_keeps_the_peer() -> None:
 
 
 def test_networks_that_do_not_parse_are_named() -> None:
-    with pytest.raises(ValueError, match="'10.0.0.300'"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300'"):
         parse_networks("127.0.0.1, 10.0.0.300")
     assert parse_networks("") == ()
