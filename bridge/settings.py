@@ -138,7 +138,8 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///data/bridge.db"
     # Fernet key(s) encrypting stored secrets; comma-separated, the first encrypts (rotation).
     secret_key: str = dataclasses.field(default="", repr=False)
-    # Access token of the "default" user; empty = generated at first start and printed once.
+    # Access token of the "default" user; empty = generated at first start and printed once when
+    # stderr is a terminal (else none is made: `python -m bridge users rotate-token default`).
     default_user_token: str = dataclasses.field(default="", repr=False)
     # Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For names the
     # client: failed logins are then counted per client, not per proxy.
