@@ -75,6 +75,11 @@ _UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u
 _COMMON_TRACKS = frozenset({"inbound", "outbound", "inbound_track", "outbound_track"})
 
 
+def is_identifier(text: str) -> bool:
+    """A non-empty id by the rule every provider id is held to (length, then charset)."""
+    return 0 < len(text) <= MAX_ID_CHARS and _ID.fullmatch(text) is not None
+
+
 def decimal(text: str) -> int | None:
     """The value of a string of at most MAX_NUMBER_DIGITS ASCII digits; None for anything else
     (so int() never sees thousands of digits, nor Unicode digits such as "²")."""

@@ -115,9 +115,9 @@ class CallTrace:
     dtmf: list[str] = dataclasses.field(default_factory=list)
     dtmf_dropped: int = 0
     end_reason: str | None = None
-    # Utterances folded out of `utterances` (MAX_UTTERANCES): how many, by outcome, underruns.
+    # Utterances folded out of `utterances` (MAX_UTTERANCES): their outcomes and underruns.
     folded: Counter[str] = dataclasses.field(default_factory=Counter)
-    _count: int = 0
+    _count: int = 0  # utterances ever begun: kept plus folded
 
     def step(self, name: str, at: int | None = None) -> None:
         if name not in CALL_STEPS:
@@ -137,7 +137,6 @@ class CallTrace:
         for i, old in enumerate(self.utterances):
             if old.outcome != "pending":
                 del self.utterances[i]
-                self.folded["utterances"] += 1
                 self.folded[old.outcome] += 1
                 self.folded["underruns"] += old.underruns
                 return

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.web import AbstractResource, AbstractRoute
@@ -61,8 +62,8 @@ def add(app: web.Application, method: str, path: str, handler: Handler, who: Pri
     _table(app)[app.router.add_route(method, path, handler)] = who
 
 
-def add_static(app: web.Application, prefix: str, directory: object) -> None:
-    _table(app)[app.router.add_static(prefix, directory)] = Principal.PUBLIC  # type: ignore[arg-type]
+def add_static(app: web.Application, prefix: str, directory: Path) -> None:
+    _table(app)[app.router.add_static(prefix, directory)] = Principal.PUBLIC
 
 
 def current_user(request: web.Request) -> User:
@@ -73,9 +74,9 @@ def current_user(request: web.Request) -> User:
     return user
 
 
-def _declared(request: web.Request) -> Principal | None:
-    route = request.match_info.route
-    table = _table(request.app)
+def _principal(app: web.Application, route: AbstractRoute) -> Principal | None:
+    """A route's own declaration, or its resource's (a static directory declares them all)."""
+    table = _table(app)
     return table.get(route) or (table.get(route.resource) if route.resource else None)
 
 
@@ -88,7 +89,7 @@ async def _authenticated(request: web.Request, who: Principal) -> User:
 
 @web.middleware
 async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
-    who = _declared(request)
+    who = _principal(request.app, request.match_info.route)
     if who is None:
         if request.match_info.http_exception is not None:  # aiohttp's own 404 / 405
             return await handler(request)
@@ -108,24 +109,13 @@ async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def check_declared(app: web.Application) -> None:
     """Refuse to start with a route nobody declared a principal for."""
-    table = _table(app)
-    missing = [f"{route.method} {route.resource.canonical}"
-               for route in app.router.routes()
-               if route not in table and route.resource not in table
-               and route.resource is not None]
+    missing = [f"{route.method} {route.resource.canonical}" for route in app.router.routes()
+               if route.resource is not None and _principal(app, route) is None]
     if missing:
         raise ConfigError(f"routes without an access declaration: {', '.join(missing)}")
 
 
 def declared(app: web.Application) -> list[tuple[str, str, Principal]]:
     """(method, path, principal) of every route: for README's table and its test."""
-    table = _table(app)
-    rows = []
-    for route in app.router.routes():
-        resource = route.resource
-        if resource is None:
-            continue
-        who = table.get(route) or table.get(resource)
-        if who is not None:
-            rows.append((route.method, resource.canonical, who))
-    return rows
+    return [(route.method, route.resource.canonical, who) for route in app.router.routes()
+            if route.resource is not None and (who := _principal(app, route)) is not None]
