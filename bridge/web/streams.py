@@ -14,14 +14,12 @@ import time
 import structlog
 from aiohttp import ClientConnectionResetError, web
 
-from bridge.agent.base import Agent
-from bridge.agent.remote import RemoteAgent
-from bridge.agent.scripted import ScriptedAgent
+from bridge.agent.factory import agent_for_call
 from bridge.call.session import CallSession, CodecFactory, Parse, ProviderHangup
 from bridge.store import DEFAULT_USER_ID
 from bridge.telephony.jsonfields import is_identifier
 from bridge.telephony.urls import stream_url
-from bridge.web.context import BridgeContext, context
+from bridge.web.context import context
 from bridge.web.direct_ws import DirectWebSocketResponse
 from bridge.web.stream_tokens import StreamClaims, StreamTokenError, token_fingerprint
 
@@ -34,14 +32,6 @@ async def _until_closed(ws: web.WebSocketResponse) -> None:
     """Runs aiohttp's handling of pings and the close handshake; data goes to on_message."""
     async for _ in ws:
         pass
-
-
-def _agent(ctx: BridgeContext) -> Agent:
-    agent = ctx.settings.agent
-    if agent.kind == "remote" and ctx.http is not None:
-        return RemoteAgent(ctx.http, agent.remote_url,
-                           connect_timeout_s=agent.remote_connect_timeout_s)
-    return ScriptedAgent(agent.greeting, agent.dtmf)
 
 
 def user_of(request: web.Request) -> str:
@@ -92,7 +82,8 @@ async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: 
     session = CallSession(
         provider=provider, parse=parse, codec_for=codec_for,
         send=ws.send_str, close=ws.close, open_tts=ctx.tts_opener(claims.user_id),
-        agent=_agent(ctx), settings=ctx.settings.call, hooks=ctx.registry,
+        agent=agent_for_call(ctx.settings.agent, ctx.http), settings=ctx.settings.call,
+        hooks=ctx.registry,
         provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
     )
     ws.on_message = session.receive
