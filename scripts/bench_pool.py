@@ -18,9 +18,13 @@ import ssl
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import trustme
+
+# The repo root: the benchmark's test helpers live in tests/, which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.settings import load_settings
 from bridge.silma import protocol as p
@@ -29,8 +33,8 @@ from bridge.silma.connection import SilmaConnection
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
 from bridge.silma.pool_core import PoolLimits
-from bridge.tools.delay_proxy import DelayProxy
 from bridge.tts_server import app as tts_app
+from tests.delay_proxy import DelayProxy
 
 TEXT = "Warm connections answer at once."
 VOICE = p.SynthesizeRequest(text="")

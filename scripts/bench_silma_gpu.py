@@ -21,11 +21,15 @@ import asyncio
 import base64
 import contextlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+# The repo root: the benchmark's test helpers live in tests/, which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.audio.codec import encode_audio
 from bridge.settings import TTSServerSettings
@@ -33,8 +37,8 @@ from bridge.silma.protocol import RegisterVoice
 from bridge.tts_server.engines.base import Utterance
 from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine
 from bridge.tts_server.engines.silma.model import SamplingConfig
-from bridge.tts_server.engines.silma.random_model import write_random_model
 from bridge.tts_server.service import TTSService
+from tests.random_model import write_random_model
 
 REPLY = (
     "Thank you for calling, I can help with that. Your appointment is confirmed for Tuesday "

@@ -19,8 +19,8 @@ from bridge.silma.client import SilmaClient
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
 from bridge.silma.pool_core import PoolLimits
-from bridge.tools.delay_proxy import DelayProxy
 from bridge.tts_server import app as tts_app
+from tests.delay_proxy import DelayProxy
 from tests.servers import make_settings
 
 SENTENCE = "The pool keeps connections warm."

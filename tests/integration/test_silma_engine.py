@@ -34,8 +34,8 @@ if importlib.util.find_spec("silma_tts") is None or importlib.util.find_spec("to
 
 from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine
 from bridge.tts_server.engines.silma.model import ModelFiles, SamplingConfig
-from bridge.tts_server.engines.silma.random_model import write_random_model
 from bridge.tts_server.engines.silma.text import pause_after, split_for_speech
+from tests.random_model import write_random_model
 
 WAIT_S = 60.0
 RATE = 24000

@@ -2,8 +2,9 @@
 
 Modules: upstream (imports the model classes and no more), model (local files -> one device),
 text (chunking), voices (reference clips), normalizer (cached grammars), executor (the one
-inference thread, batching chunks), engine (the Engine interface), random_model (random-weight
-files for tests and benchmarks). Importing this package imports no torch: `start()` does.
+inference thread, batching chunks), engine (the Engine interface). Random-weight model files for
+tests and benchmarks are written by tests/random_model.py, which is not shipped. Importing this
+package imports no torch: `start()` does.
 """
 
 from __future__ import annotations
