@@ -10,7 +10,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from bridge.tts_server.engines.silma.executor import InferenceExecutor, Job, RunBatch, pick
+from bridge.tts_server.engines.silma.executor import (
+    InferenceExecutor,
+    Item,
+    Job,
+    RunBatch,
+    pick,
+)
 
 RATE = 100  # samples per second: a chunk of 100 samples is 1 s of audio
 WAIT_S = 10.0
@@ -40,22 +46,35 @@ def test_ties_go_to_the_oldest_request() -> None:
 
 
 class Recorder:
-    """A fake model: each chunk is 1 s of audio; the runner can be held at a gate."""
+    """A fake model: each chunk is 1 s of audio (or what `make` returns). The runner can be held
+    at a gate, and says when it has taken a batch, so a test knows what is in progress."""
 
-    def __init__(self) -> None:
-        self.ran: list[tuple[str, int]] = []
+    def __init__(self, make: RunBatch[str] | None = None) -> None:
+        self.make = make
         self.batches: list[list[tuple[str, int]]] = []
+        self.entered = threading.Event()  # set once the thread is inside a pass
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: Sequence[tuple[str, int]]) -> list[np.ndarray]:
-        self.gate.wait(WAIT_S)
-        self.ran += batch
+    def __call__(self, batch: Sequence[tuple[str, int]]) -> Sequence[np.ndarray | BaseException]:
+        self.entered.set()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("the test never opened the gate")
         self.batches.append(list(batch))
+        if self.make is not None:
+            return self.make(batch)
         return [np.full(RATE, index, dtype=np.float32) for _, index in batch]
 
+    @property
+    def ran(self) -> list[tuple[str, int]]:
+        return [chunk for batch in self.batches for chunk in batch]
 
-async def drain(queue: asyncio.Queue[object]) -> list[np.ndarray]:
+    async def in_a_pass(self) -> None:
+        """Until the thread has taken its first batch (and, with the gate closed, waits there)."""
+        assert await asyncio.to_thread(self.entered.wait, WAIT_S), "the thread took no batch"
+
+
+async def drain(queue: asyncio.Queue[Item]) -> list[np.ndarray]:
     chunks = []
     while (item := await asyncio.wait_for(queue.get(), WAIT_S)) is not None:
         assert isinstance(item, np.ndarray)
@@ -70,7 +89,7 @@ async def test_chunks_of_concurrent_requests_interleave_first_chunks_first() -> 
     try:
         model.gate.clear()  # hold the thread so that both requests are queued together
         _, long_queue = executor.submit("long", 4, loop)
-        await asyncio.sleep(0.05)  # the thread has taken long[0] and waits at the gate
+        await model.in_a_pass()  # long[0] is in progress
         _, short_queue = executor.submit("short", 2, loop)
         model.gate.set()
         long_chunks, short_chunks = await asyncio.gather(drain(long_queue), drain(short_queue))
@@ -89,7 +108,7 @@ async def test_cancel_drops_the_queued_chunks() -> None:
     try:
         model.gate.clear()
         doomed, queue = executor.submit("doomed", 10, loop)
-        await asyncio.sleep(0.05)  # chunk 0 is in progress
+        await model.in_a_pass()  # chunk 0 is in progress
         executor.cancel(doomed)
         assert executor.dropped_chunks == 9  # all but the one in progress
         assert executor.queued_chunks == 0
@@ -99,7 +118,9 @@ async def test_cancel_drops_the_queued_chunks() -> None:
     finally:
         executor.close()
     assert model.ran == [("doomed", 0), ("other", 0)]
-    assert queue.empty()  # the finished chunk of a cancelled request is discarded
+    # The thread finished doomed[0] before it took other[0], and delivers in order: had the
+    # cancelled chunk been handed over, it would be in the queue by now.
+    assert queue.empty()
 
 
 async def test_chunks_with_the_same_key_share_a_pass_most_urgent_first() -> None:
@@ -112,7 +133,7 @@ async def test_chunks_with_the_same_key_share_a_pass_most_urgent_first() -> None
     try:
         model.gate.clear()  # hold the thread: the next requests queue up together
         _, first = executor.submit("a", 2, loop)
-        await asyncio.sleep(0.05)  # a[0] is in progress alone
+        await model.in_a_pass()  # a[0] is in progress alone
         queues = [executor.submit(name, 2, loop)[1] for name in ("b", "c", "d")]
         model.gate.set()
         results = await asyncio.gather(drain(first), *(drain(q) for q in queues))
@@ -139,18 +160,33 @@ def _item_fails(batch: Sequence[tuple[str, int]]) -> list[np.ndarray | BaseExcep
             for work, _ in batch]
 
 
-@pytest.mark.parametrize(("run", "max_batch"), [(_pass_fails, 1), (_item_fails, 4)])
+@pytest.mark.parametrize(
+    ("make", "max_batch", "batches"),
+    [
+        # The whole pass fails: with one chunk to a pass, only bad's.
+        (_pass_fails, 1, [[("first", 0)], [("bad", 0)], [("good", 0)], [("good", 1)]]),
+        # One chunk of a shared pass fails: its neighbour in that pass is delivered.
+        (_item_fails, 4, [[("first", 0)], [("bad", 0), ("good", 0)], [("good", 1)]]),
+    ],
+)
 async def test_a_failing_chunk_ends_its_request_with_the_error_only(
-    run: RunBatch[str], max_batch: int
+    make: RunBatch[str], max_batch: int, batches: list[list[tuple[str, int]]]
 ) -> None:
-    executor: InferenceExecutor[str] = InferenceExecutor(run, RATE, max_batch=max_batch)
+    model = Recorder(make)
+    executor: InferenceExecutor[str] = InferenceExecutor(model, RATE, max_batch=max_batch)
     loop = asyncio.get_running_loop()
     try:
+        model.gate.clear()  # bad and good queue up behind a first request, to start together
+        _, first = executor.submit("first", 1, loop)
+        await model.in_a_pass()
         _, bad = executor.submit("bad", 3, loop)
         _, good = executor.submit("good", 2, loop)
+        model.gate.set()
+        assert len(await drain(first)) == 1
         failure = await asyncio.wait_for(bad.get(), WAIT_S)
         assert isinstance(failure, ValueError)
         assert len(await drain(good)) == 2
     finally:
         executor.close()
     assert executor.queued_chunks == 0
+    assert model.batches == batches
