@@ -66,13 +66,9 @@ class PacedSender:
         return list(cut.values())
 
     def mark_echoed(self, name: str) -> UtteranceTrace | None:
-        """The provider played everything up to mark `name`. Unknown names (cleared) are None."""
-        utt = self._pending_marks.pop(name, None)
-        if utt is not None:
-            utt.step("playout_finished")
-            utt.played_seconds = utt.sent_seconds
-            utt.finish("played")
-        return utt
+        """The utterance whose mark `name` the provider echoed: it played everything up to
+        there. Unknown names (cleared, or never sent) are None."""
+        return self._pending_marks.pop(name, None)
 
     @property
     def speaking(self) -> bool:

@@ -1,9 +1,11 @@
-"""One call: reads the provider's stream, tells the agent, speaks, paces, traces, barges in.
+"""One call's I/O shell: reads the provider's stream, runs the call's parts, carries out what the
+call core (core.py) decides.
 
 The session is provider-neutral: a parse function turns raw messages into telephony events and a
-codec factory builds outbound messages once the stream id is known. Its speaker, sender and agent
-run as tasks that live exactly as long as the stream; every way a stream can end (stop, socket
-closed, hang-up, server shutdown) goes through one `finally` that cancels them and ends the trace.
+codec factory builds outbound messages once the stream id is known. Its sender, speaker and agent
+loop run under one Supervisor for exactly as long as the stream: a part that fails ends the call
+with its name as the reason, and every way a stream can end (stop, socket closed, hang-up,
+server shutdown, a failure) goes through one `finally` that stops them and ends the trace.
 The reader never waits on the agent or on TTS: a provider drops audio from a slow reader.
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import structlog
@@ -20,13 +23,29 @@ import structlog
 from bridge.agent import base as agent_events
 from bridge.agent.base import Agent, AgentEvent
 from bridge.audio.vad import VoiceDetector
+from bridge.call.core import (
+    MAX_PENDING_UTTERANCES,
+    Action,
+    CallBusy,
+    CallCore,
+    End,
+    Finished,
+    HangUp,
+    OpenSpeech,
+    Refused,
+    Silence,
+    Tell,
+)
 from bridge.call.pacing import Pacer
 from bridge.call.sender import PacedSender, Send
 from bridge.call.speaker import Speaker, Synthesize, Utterance
 from bridge.errors import BridgeError, ProtocolError
 from bridge.settings import CallSettings
+from bridge.supervisor import Supervisor
 from bridge.telephony import events as ev
 from bridge.tracing.trace import CallTrace, UtteranceTrace
+
+__all__ = ["MAX_PENDING_UTTERANCES", "CallBusy", "CallHooks", "CallSession", "OpenTTS"]
 
 Parse = Callable[[str | bytes], ev.InboundEvent]
 CodecFactory = Callable[[ev.StreamStarted], ev.OutboundCodec]
@@ -35,19 +54,9 @@ OpenTTS = Callable[[], contextlib.AbstractAsyncContextManager[Synthesize]]
 # Ends the call at the provider (REST), given the call id; None where no credentials are set.
 ProviderHangup = Callable[[str], Awaitable[None]]
 log = structlog.get_logger("bridge.call")
-# Utterances said but not yet heard (or ended otherwise): past this a say is refused. A caller
-# pressing keys faster than the agent can answer must not queue minutes of speech.
-MAX_PENDING_UTTERANCES = 8
 # Events waiting for the agent: past this they are dropped and counted (a stalled agent must
 # not grow the call's memory with every 20 ms of caller audio it is told about).
 MAX_AGENT_EVENTS = 256
-# A carrier sends start right after the upgrade; a stream that has sent no valid one by then is
-# closed (it holds a socket and a spent token, and may be a probe).
-START_TIMEOUT_S = 10.0
-
-
-class CallBusy(BridgeError):
-    """A say refused: the call already has as many utterances waiting as it may."""
 
 
 class CallHooks(Protocol):
@@ -65,15 +74,13 @@ class CallHooks(Protocol):
         """An input refused past a bound (counted by kind)."""
 
 
-def heard_text(text: str, played_s: float, audio_s: float) -> str:
-    """The words the caller probably heard: the played share of the text, cut at a word."""
-    if audio_s <= 0 or played_s <= 0:
-        return ""
-    share = min(1.0, played_s / audio_s)
-    if share >= 1.0:
-        return text
-    cut = text[: int(len(text) * share)]
-    return cut.rsplit(" ", 1)[0] if " " in cut else ""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Line:
+    """What exists once the call's TTS is open: the outbound codec, sender and speaker."""
+
+    codec: ev.OutboundCodec
+    sender: PacedSender
+    speaker: Speaker
 
 
 class CallSession:
@@ -84,9 +91,6 @@ class CallSession:
                  expected_call_id: str = "") -> None:
         self.provider = provider
         self.owner = owner  # the user the call belongs to (its signed webhook's and path's)
-        # The call id the stream was admitted for (its token's): a start naming another is
-        # refused, so one call's token cannot carry another call.
-        self._expected_call_id = expected_call_id
         self._parse = parse
         self._codec_for = codec_for
         self._send = send
@@ -96,22 +100,24 @@ class CallSession:
         self._settings = settings
         self._hooks = hooks
         self._provider_hangup = provider_hangup
+        self._loop = asyncio.get_running_loop()
         self._resources = contextlib.AsyncExitStack()
         self.trace = CallTrace(call_id="", provider=provider, clock=time.monotonic_ns)
         self.trace.step("stream_connected")
-        self.start: ev.StreamStarted | None = None
-        self.codec: ev.OutboundCodec | None = None
-        self.sender: PacedSender | None = None
-        self.speaker: Speaker | None = None
+        self.core = CallCore(self.trace, now=self._loop.time(),
+                             expected_call_id=expected_call_id)
+        self._parts = Supervisor(self._part_failed)
+        self._line: _Line | None = None  # set when the core goes LIVE
         self._vad = VoiceDetector()
-        self._speech_started_at: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._unspoken: list[Utterance] = []  # said before the TTS was open
+        self._unspoken: list[Utterance] = []  # said while the TTS was still opening
         self._agent_inbox: asyncio.Queue[AgentEvent] = asyncio.Queue(MAX_AGENT_EVENTS)
         self._agent_events_dropped = 0
-        self._played: dict[int, asyncio.Event] = {}
-        self._hangup: asyncio.Task[None] | None = None
-        self._stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._played: dict[int, asyncio.Event] = {}  # live utterances' "it is over" events
+        self._hung_up: asyncio.Future[None] | None = None  # set once a hang-up is asked for
+        self._hangup_job: asyncio.Task[None] | None = None
+        self._stop: asyncio.Future[str] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm_timer()
         self.ended = asyncio.Event()
 
     @property
@@ -120,19 +126,18 @@ class CallSession:
 
     # -- CallControl -------------------------------------------------------------------------
     def _utterance(self, text: str, *, bounded: bool = True) -> Utterance:
-        if self.start is None:
-            raise RuntimeError("the call has not started")
-        if bounded and len(self._played) >= MAX_PENDING_UTTERANCES:
+        try:
+            trace = self.core.admit_utterance(bounded=bounded)
+        except CallBusy:
             self._hooks.refused("utterance_queue")
-            raise CallBusy(f"the call already has {len(self._played)} utterances waiting to "
-                           "be heard; try again once one has played")
-        utt = Utterance(self.trace.utterance(""))
-        self._played[utt.trace.index] = asyncio.Event()
+            raise
+        utt = Utterance(trace)
+        self._played[trace.index] = asyncio.Event()
         utt.push(text)
-        if self.speaker is None:
+        if self._line is None:
             self._unspoken.append(utt)  # the call's TTS is still opening
         else:
-            self.speaker.say(utt)
+            self._line.speaker.say(utt)
         return utt
 
     def say(self, text: str, *, bounded: bool = True) -> UtteranceTrace:
@@ -146,9 +151,7 @@ class CallSession:
         return self._utterance("")
 
     def clear(self) -> None:
-        if self.sender is not None and (self.sender.speaking or
-                                        (self.speaker is not None and self.speaker.busy)):
-            self._interrupt()
+        self._do(self.core.clear(self._unplayed_seconds()))
 
     async def wait_played(self, utt: UtteranceTrace, timeout_s: float) -> bool:
         """Wait until the caller heard `utt` (its mark echoed) or it ended otherwise."""
@@ -162,21 +165,32 @@ class CallSession:
     async def hangup(self, goodbye: str | None = None) -> None:
         """Say goodbye (if any) and wait for it, end the call at the provider, close. Idempotent:
         a second call waits for the first."""
-        if self._hangup is None:
-            self._hangup = asyncio.create_task(self._do_hangup(goodbye), name="hangup")
-        await asyncio.shield(self._hangup)
+        if self._hung_up is None:
+            self._hung_up = self._loop.create_future()
+            said = None
+            if goodbye and self.core.start is not None and not self.core.over:
+                said = self.say(goodbye, bounded=False)
+            self._do(self.core.hang_up(said, self._loop.time(),
+                                       self._settings.mark_timeout_s))
+            self._arm_timer()
+        await asyncio.shield(self._hung_up)
 
-    async def _do_hangup(self, goodbye: str | None) -> None:
-        if goodbye and self.start is not None and not self.ended.is_set():
-            await self.wait_played(self.say(goodbye, bounded=False),
-                                   self._settings.mark_timeout_s)
-        self.trace.end_reason = self.trace.end_reason or "hangup"
-        if self._provider_hangup is not None and self.call_id:
-            try:
-                await self._provider_hangup(self.call_id)
-            except BridgeError as exc:
-                log.warning("provider_hangup_failed", call_id=self.call_id, error=str(exc))
-        await self._close()
+    async def _end_at_provider(self, hung_up: asyncio.Future[None]) -> None:
+        """The HangUp action: REST hang-up where credentials exist, then close the stream.
+        Not one of the call's parts: it is what ends the call, and must outlive its teardown."""
+        try:
+            if self._provider_hangup is not None and self.call_id:
+                try:
+                    await self._provider_hangup(self.call_id)
+                except BridgeError as exc:
+                    log.warning("provider_hangup_failed", call_id=self.call_id, error=str(exc))
+            await self._close()
+        except Exception as exc:  # handed to whoever awaits hangup(), not dropped
+            if not hung_up.done():
+                hung_up.set_exception(exc)
+        finally:
+            if not hung_up.done():
+                hung_up.set_result(None)
 
     # -- the stream --------------------------------------------------------------------------
     def receive(self, raw: str | bytes) -> None:
@@ -186,116 +200,90 @@ class CallSession:
         try:
             event = self._parse(raw)
         except ProtocolError as exc:
-            self.trace.malformed_messages += 1
+            self.core.malformed()
             log.warning("malformed_provider_message", call_id=self.call_id,
                         provider=self.provider, error=str(exc))
             return
         if isinstance(event, ev.MediaReceived):
             self._caller_audio(event.payload)
         elif isinstance(event, ev.MarkReceived):
-            if self.sender is not None and (utt := self.sender.mark_echoed(event.name)):
-                self._utterance_done(utt)
-                self._tell(agent_events.PlaybackFinished(utt.index, utt.text))
+            if self._line is not None and (utt := self._line.sender.mark_echoed(event.name)):
+                self._do(self.core.heard(utt))
         elif isinstance(event, ev.StreamStarted):
-            self._started(event)
+            self._do(self.core.started(event))
         elif isinstance(event, ev.DtmfReceived):
-            self.trace.add_dtmf(event.digit)
-            self._tell(agent_events.Dtmf(event.digit))
+            self._do(self.core.dtmf(event.digit))
         elif isinstance(event, ev.StreamStopped):
-            self._end("stop")
+            self._do(self.core.stopped())
 
-    def _end(self, reason: str) -> None:
-        if not self._stop.done():
-            self._stop.set_result(reason)
+    def _caller_audio(self, payload: bytes) -> None:
+        if self.core.start is None:
+            return
+        self._agent.caller_audio(payload)
+        for vad in self._vad.push(payload):
+            if vad.kind == "speech_start":
+                self._do(self.core.speech_started(vad.at_s, self._unplayed_seconds()))
+            else:
+                self._do(self.core.speech_ended(vad.at_s))
+
+    def _unplayed_seconds(self) -> float:
+        return self._line.sender.unplayed_seconds() if self._line is not None else 0.0
 
     async def run(self, stream_ended: Awaitable[object]) -> None:
         """Live until the provider says stop, the stream ends or the call fails; then end
         everything. Messages arrive through `receive` meanwhile."""
         ended = asyncio.ensure_future(stream_ended)
         reason = "socket closed"
-        no_start = asyncio.get_running_loop().call_later(START_TIMEOUT_S, self._start_overdue)
         try:
             await asyncio.wait((ended, self._stop), return_when=asyncio.FIRST_COMPLETED)
-            if self._stop.done():
-                reason = self._stop.result()
+            if not self._stop.done():
+                self._do(self.core.stream_closed())
+            reason = self._stop.result()
         except asyncio.CancelledError:
             reason = "server shutdown"
             raise
         finally:
-            no_start.cancel()
             ended.cancel()
+            if ended.done() and not ended.cancelled() and (exc := ended.exception()):
+                log.warning("call_stream_failed", call_id=self.call_id,
+                            error=f"{type(exc).__name__}: {exc}")
             await self._finish(reason)
 
-    def _start_overdue(self) -> None:
-        if self.start is None:  # admitted, yet no valid start: the socket must not idle forever
-            self._hooks.refused("no_start")
-            self._end("no valid start message")
+    # -- carrying out the core's actions ------------------------------------------------------
+    def _do(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Tell):
+                self._tell(action.event)
+            elif isinstance(action, Finished):
+                self._finished(action.utterance)
+            elif isinstance(action, Silence):
+                self._silence()
+            elif isinstance(action, OpenSpeech):
+                self._opening(action.start)
+            elif isinstance(action, Refused):
+                if action.counted:
+                    self._hooks.refused(action.kind)
+                log.warning("call_input_refused", call_id=self.call_id, provider=self.provider,
+                            kind=action.kind, detail=action.detail)
+            elif isinstance(action, HangUp):
+                assert self._hung_up is not None  # only hangup() leads the core to HangUp
+                self._hangup_job = self._loop.create_task(
+                    self._end_at_provider(self._hung_up), name=f"hangup-{self.call_id}")
+            elif isinstance(action, End):
+                if not self._stop.done():
+                    self._stop.set_result(action.reason)
 
-    def _caller_audio(self, payload: bytes) -> None:
-        if self.start is None:
-            return
-        self._agent.caller_audio(payload)
-        for vad in self._vad.push(payload):
-            if vad.kind == "speech_start":
-                self._speech_started_at = vad.at_s
-                if self.sender is not None and (self.sender.speaking or
-                                                (self.speaker is not None and self.speaker.busy)):
-                    self.trace.barge_ins += 1
-                    self._interrupt()
-                self._tell(agent_events.SpeechStarted())
-            else:
-                started = self._speech_started_at or vad.at_s
-                self._tell(agent_events.SpeechEnded(round(vad.at_s - started, 3)))
+    def _arm_timer(self) -> None:
+        """Wake the core at its next deadline (the start's, the goodbye's)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = self.core.next_deadline()
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._tick)
 
-    def _interrupt(self) -> None:
-        """Barge-in or an agent's clear: silence the caller's line at once, drop what is queued,
-        stop synthesis, and tell the agent what was heard."""
-        assert self.sender is not None and self.speaker is not None and self.codec is not None
-        unplayed = self.sender.unplayed_seconds()
-        cut = {u.index: u for u in self.sender.clear()}
-        cut.update({u.index: u for u in self.speaker.interrupt()})
-        self._send_soon(self.codec.clear())
-        for utt in sorted(cut.values(), key=lambda u: -u.index):  # unplayed audio is the tail
-            not_heard = min(utt.sent_seconds, unplayed)
-            unplayed -= not_heard
-            utt.played_seconds = utt.sent_seconds - not_heard
-        for utt in sorted(cut.values(), key=lambda u: u.index):
-            utt.step("interrupted")
-            utt.finish("interrupted")
-            played = utt.played_seconds or 0.0
-            self._tell(agent_events.Interrupted(
-                utt.index, utt.text, heard_text(utt.text, played, utt.audio_seconds),
-                round(played, 3), round(utt.audio_seconds, 3)))
-            self._utterance_done(utt)
-
-    def _send_soon(self, message: str) -> None:
-        """Send from synchronous code (a clear): it goes out before the next inbound message."""
-
-        async def send() -> None:
-            await self._send(message)
-
-        self._spawn(send(), "clear")
-
-    def _spawn(self, job: Coroutine[object, object, None], name: str) -> None:
-        """A task of this call: cancelled when the call ends, forgotten once done. One that
-        fails ends the call with its reason (the sender, speaker and agent loop run for the
-        whole call: without one of them the caller would hear silence)."""
-        task = asyncio.create_task(job, name=f"{name}-{self.call_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
-        part = task.get_name().split("-", 1)[0]  # "sender-CA..." (call ids may hold "-")
-        if isinstance(exc, ConnectionError):  # a send raced the provider closing the stream
-            log.info("call_stream_gone", call_id=self.call_id, task=part)
-            self._end("socket closed")
-            return
-        log.warning("call_task_failed", call_id=self.call_id, task=part,
-                    error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        self._end(f"{part} failed ({type(exc).__name__})")
+    def _tick(self) -> None:
+        self._timer = None
+        self._do(self.core.tick(self._loop.time()))
+        self._arm_timer()
 
     def _tell(self, event: AgentEvent) -> None:
         try:
@@ -307,6 +295,59 @@ class CallSession:
                 log.warning("agent_events_dropped", call_id=self.call_id,
                             event=type(event).__name__, queued=MAX_AGENT_EVENTS)
 
+    def _finished(self, utt: UtteranceTrace) -> None:
+        event = self._played.pop(utt.index, None)
+        if event is not None:
+            event.set()
+            self._hooks.utterance_done(utt)
+            log.info("utterance", call_id=self.call_id, **utt.to_dict(self.trace.origin))
+
+    def _silence(self) -> None:
+        line = self._line
+        if line is None:
+            return
+        line.sender.clear()
+        line.speaker.interrupt()
+        clear = line.codec.clear()
+
+        async def send_clear() -> None:  # leaves before the next inbound message is read
+            await self._send(clear)
+
+        self._parts.spawn(f"clear-{self.call_id}", send_clear())
+
+    def _opening(self, start: ev.StreamStarted) -> None:
+        webhook_at = self._hooks.webhook_time(self.trace.call_id)
+        if webhook_at is not None:
+            self.trace.step("webhook_answered", at=webhook_at)
+        self._parts.spawn(f"open-{self.call_id}", self._open_speech(self._codec_for(start)))
+        self._hooks.started(self)
+        log.info("call_started", call_id=self.call_id, provider=self.provider,
+                 stream_id=start.stream_id)
+
+    async def _open_speech(self, codec: ev.OutboundCodec) -> None:
+        """Open the call's TTS, then start the sender, the speaker and the agent. A task, so
+        that the caller's audio keeps being read meanwhile."""
+        try:
+            synthesize = await self._resources.enter_async_context(self._open_tts())
+        except Exception as exc:  # e.g. the store is down: this call fails, the bridge goes on
+            log.exception("call_tts_unavailable", call_id=self.call_id)
+            self._do(self.core.speech_unavailable(type(exc).__name__))
+            return
+        sender = PacedSender(
+            self._send, codec, Pacer(self._settings.lead_ms / 1000),
+            max_frames=self._settings.max_frames_per_message, clock=self._loop.time,
+        )
+        speaker = Speaker(synthesize, sender,
+                          on_done=lambda utt: self._do(self.core.utterance_spoken(utt)))
+        self._line = _Line(codec, sender, speaker)
+        self._do(self.core.speech_opened())
+        for utt in self._unspoken:
+            speaker.say(utt)
+        self._unspoken.clear()
+        self._parts.spawn(f"sender-{self.call_id}", sender.run())
+        self._parts.spawn(f"speaker-{self.call_id}", speaker.run())
+        self._parts.spawn(f"agent-{self.call_id}", self._agent_loop())
+
     async def _agent_loop(self) -> None:
         while True:
             event = await self._agent_inbox.get()
@@ -314,84 +355,32 @@ class CallSession:
                 await self._agent.handle(self, event)
             except CallBusy as exc:
                 log.warning("agent_say_refused", call_id=self.call_id, reason=str(exc))
-            except Exception:  # one agent failure must not end the call
+            except Exception:  # one agent failure must not end the call: logged, loop goes on
                 log.exception("agent_failed", call_id=self.call_id,
                               event=type(event).__name__)
 
-    def _started(self, start: ev.StreamStarted) -> None:
-        if self.start is not None:
-            self.trace.malformed_messages += 1
-            log.warning("duplicate_start", call_id=self.call_id)
+    def _part_failed(self, name: str, exc: BaseException) -> None:
+        part = name.split("-", 1)[0]  # "sender-CA..." (call ids may hold "-")
+        if isinstance(exc, ConnectionError):  # a send raced the provider closing the stream
+            log.info("call_stream_gone", call_id=self.call_id, task=part)
+            self._do(self.core.stream_closed())
             return
-        if self._expected_call_id and start.call_id != self._expected_call_id:
-            self._hooks.refused("stream_call_mismatch")
-            log.warning("stream_for_another_call", provider=self.provider,
-                        admitted_for=self._expected_call_id)
-            self._end("stream token names another call")
-            return
-        self.start = start
-        self.trace.call_id = start.call_id or start.stream_id
-        self.trace.step("start_received")
-        webhook_at = self._hooks.webhook_time(self.trace.call_id)
-        if webhook_at is not None:
-            self.trace.step("webhook_answered", at=webhook_at)
-        self.codec = self._codec_for(start)
-        self._tell(agent_events.CallStarted(self.call_id, self.provider,
-                                            dict(start.custom_parameters)))
-        self._spawn(self._open_speech(start), "open")
-        self._hooks.started(self)
-        log.info("call_started", call_id=self.call_id, provider=self.provider,
-                 stream_id=start.stream_id)
-
-    async def _open_speech(self, start: ev.StreamStarted) -> None:
-        """Open the call's TTS, then start the sender, the speaker and the agent. A task, so
-        that the caller's audio keeps being read meanwhile."""
-        try:
-            synthesize = await self._resources.enter_async_context(self._open_tts())
-        except Exception as exc:  # e.g. the store is down: this call fails, the bridge goes on
-            log.exception("call_tts_unavailable", call_id=self.call_id)
-            self._end(f"tts unavailable ({type(exc).__name__})")
-            return
-        assert self.codec is not None
-        self.sender = PacedSender(
-            self._send, self.codec, Pacer(self._settings.lead_ms / 1000),
-            max_frames=self._settings.max_frames_per_message,
-            clock=asyncio.get_running_loop().time,
-        )
-        self.speaker = Speaker(synthesize, self.sender, on_done=self._speech_queued)
-        for utt in self._unspoken:
-            self.speaker.say(utt)
-        self._unspoken.clear()
-        self._spawn(self.sender.run(), "sender")
-        self._spawn(self.speaker.run(), "speaker")
-        self._spawn(self._agent_loop(), "agent")
-
-    def _speech_queued(self, utt: UtteranceTrace) -> None:
-        if utt.outcome == "failed":
-            self._utterance_done(utt)
-
-    def _utterance_done(self, utt: UtteranceTrace) -> None:
-        event = self._played.pop(utt.index, None)
-        if event is not None:
-            event.set()
-            self._hooks.utterance_done(utt)
-            log.info("utterance", call_id=self.call_id, **utt.to_dict(self.trace.origin))
+        log.warning("call_task_failed", call_id=self.call_id, task=part,
+                    error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        self._do(self.core.part_failed(part, type(exc).__name__))
 
     async def _finish(self, reason: str) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._parts.aclose()
         await self._resources.aclose()
-        self.trace.end(reason)
-        for utt in self.trace.utterances:
-            self._utterance_done(utt)
-        if self.start is not None:
-            with contextlib.suppress(Exception):
-                await self._agent.handle(self, agent_events.CallEnded(self.trace.end_reason
-                                                                      or reason))
+        self._do(self.core.ended(reason))
+        if self.core.start is not None:
+            try:
+                await self._agent.handle(self, agent_events.CallEnded(
+                    self.trace.end_reason or reason))
+            except Exception:  # the call is over either way; the agent's bug is logged
+                log.exception("agent_failed", call_id=self.call_id, event="CallEnded")
             await self._agent.close()
             self._hooks.ended(self)
         self.ended.set()
