@@ -48,13 +48,14 @@ class StreamResampler:
             raise ValueError(f"expected mono 1-D samples, got shape {x.shape}")
         if self._stream is None:
             return x
-        return self._stream.resample_chunk(x)
+        out: np.ndarray = self._stream.resample_chunk(x)  # soxr's stream methods are untyped
+        return out
 
     def flush(self) -> np.ndarray:
         """End the stream: return the held tail and get ready for a new stream."""
         if self._stream is None:
             return _EMPTY
-        tail = self._stream.resample_chunk(_EMPTY, last=True)
+        tail: np.ndarray = self._stream.resample_chunk(_EMPTY, last=True)
         self._stream.clear()
         return tail
 
@@ -66,7 +67,8 @@ class StreamResampler:
 
 def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
     """float [-1, 1] -> int16, rounding to nearest and clipping what lies outside."""
-    scaled = np.multiply(samples, _SCALE, dtype=np.float32)
+    # numpy types a ufunc called with dtype= as Any.
+    scaled: np.ndarray = np.multiply(samples, _SCALE, dtype=np.float32)
     np.rint(scaled, out=scaled)
     # minimum/maximum with out= avoid np.clip's Python-level overhead on small chunks.
     np.minimum(scaled, _HI, out=scaled)
@@ -76,4 +78,5 @@ def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
 
 def pcm16_to_float(pcm: np.ndarray) -> np.ndarray:
     """int16 -> float32 in [-1, 1] (-32768 maps just below -1)."""
-    return np.divide(pcm, _PCM16_SCALE, dtype=np.float32)
+    samples: np.ndarray = np.divide(pcm, _PCM16_SCALE, dtype=np.float32)  # Any to numpy's types
+    return samples

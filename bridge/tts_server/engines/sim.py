@@ -80,7 +80,7 @@ class SimEngine:
         if not self.cache_path.is_file():
             return None
         try:
-            speech = np.load(self.cache_path, allow_pickle=False)
+            speech: np.ndarray = np.load(self.cache_path, allow_pickle=False)
         except (OSError, ValueError):
             return None  # a damaged cache is rendered again
         if speech.dtype != np.float32 or speech.ndim != 1 or speech.size < self.sample_rate:

@@ -25,7 +25,7 @@ from bridge.errors import ConfigError
 from bridge.tts_server.engines.silma.upstream import Upstream, load_upstream
 
 if TYPE_CHECKING:
-    import torch
+    from torch import Tensor
 
 SHORT_TEXT_CHARS = 25  # silma-tts 1.0.5: texts this short are spoken 1.3x slower, else rushed
 SHORT_TEXT_SLOWDOWN = 1.3
@@ -135,7 +135,7 @@ class SilmaModel:
     def sample_rate(self) -> int:
         return self.mel.sample_rate
 
-    def mel_frames(self, audio: np.ndarray) -> torch.Tensor:
+    def mel_frames(self, audio: np.ndarray) -> Tensor:
         """Log-mel of a float32 clip at the model rate: (1, frames, n_mels) in the model dtype."""
         torch = self._torch
         wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
@@ -151,7 +151,8 @@ class SilmaModel:
                 return_complex=True,
             ).abs()
             mel = torch.matmul(self._filters, spec).clamp(min=MEL_FLOOR).log()
-        return mel.permute(0, 2, 1).to(self.dtype)
+        frames: Tensor = mel.permute(0, 2, 1).to(self.dtype)  # self._torch is typed Any
+        return frames
 
     def generate(self, items: Sequence[SpeechItem], *, seed: int) -> list[np.ndarray]:
         """Speech for each item in its reference's voice, in one pass of the model: float32 at

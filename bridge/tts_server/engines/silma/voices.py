@@ -71,7 +71,8 @@ def prepare_clip(audio: np.ndarray, rate: int, text: str, model_rate: int) -> Pr
 def _frame_db(samples: np.ndarray, frame: int) -> np.ndarray:
     n = samples.size // frame
     frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
-    return 10.0 * np.log10(np.mean(np.square(frames), axis=1) + 1e-12)
+    energy: np.ndarray = np.mean(np.square(frames), axis=1)  # Any to numpy's types (axis=)
+    return 10.0 * np.log10(energy + 1e-12)
 
 
 def trim_silence(samples: np.ndarray, rate: int, lead_s: float, tail_s: float) -> np.ndarray:
