@@ -23,6 +23,8 @@ import structlog
 
 from bridge.agent.base import AgentEvent, CallControl, CallStarted, SpeechStream, event_json
 from bridge.audio.mulaw import ulaw2lin
+from bridge.errors import BridgeError
+from bridge.supervisor import Supervisor
 
 AUDIO_BACKLOG_FRAMES = 50  # 1 s: beyond it the oldest caller audio is dropped, not the call
 log = structlog.get_logger("bridge.agent")
@@ -39,7 +41,7 @@ class RemoteAgent:
         self._call: CallControl | None = None
         self._stream: SpeechStream | None = None
         self._audio: asyncio.Queue[bytes] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Supervisor(self._task_failed)
         self.bad_commands = 0
 
     async def handle(self, call: CallControl, event: AgentEvent) -> None:
@@ -58,7 +60,7 @@ class RemoteAgent:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("remote_agent_unreachable", url=self._url, error=str(exc))
             return
-        self._tasks.append(asyncio.create_task(self._read(), name="remote-agent-reader"))
+        self._tasks.spawn("remote-agent-reader", self._read())
 
     def caller_audio(self, mulaw: bytes) -> None:
         if self._audio is None:
@@ -86,6 +88,8 @@ class RemoteAgent:
             except (ValueError, TypeError, KeyError) as exc:
                 self.bad_commands += 1
                 log.warning("remote_agent_bad_command", error=str(exc))
+            except BridgeError as exc:  # e.g. a say past the call's bound: refused, reader goes on
+                log.warning("remote_agent_command_refused", error=str(exc))
 
     async def _apply(self, command: dict[str, Any]) -> None:
         call = self._call
@@ -102,8 +106,8 @@ class RemoteAgent:
         elif kind == "hangup":
             goodbye = command.get("goodbye")
             # Hang-up waits for the goodbye's playout: not on this reader, which must go on.
-            self._tasks.append(asyncio.create_task(
-                call.hangup(goodbye if isinstance(goodbye, str) else None)))
+            self._tasks.spawn("remote-agent-hangup",
+                              call.hangup(goodbye if isinstance(goodbye, str) else None))
         elif kind == "audio":
             self._set_audio(bool(command.get("enabled", True)))
         else:
@@ -124,15 +128,15 @@ class RemoteAgent:
     def _set_audio(self, enabled: bool) -> None:
         if enabled and self._audio is None:
             self._audio = asyncio.Queue()
-            self._tasks.append(asyncio.create_task(self._write_audio(self._audio)))
+            self._tasks.spawn("remote-agent-audio", self._write_audio(self._audio))
         elif not enabled:
             self._audio = None
 
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        log.warning("remote_agent_task_failed", task=name, url=self._url,
+                    error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.aclose()
         if self._ws is not None:
             await self._ws.close()

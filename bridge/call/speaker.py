@@ -8,7 +8,6 @@ plays without gaps and its first sentence is heard before the rest is synthesize
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -20,6 +19,7 @@ from bridge.call.segment import Segmenter
 from bridge.call.sender import PacedSender
 from bridge.errors import AudioFormatError, BridgeError, TTSError
 from bridge.silma.connection import AudioPiece
+from bridge.supervisor import Supervisor
 from bridge.tracing.trace import UtteranceTrace
 
 LOOKAHEAD = 2  # pieces in flight at once per call: the one playing and the next
@@ -135,19 +135,24 @@ class Speaker:
         # Pieces in flight: the one playing and the next. A slot frees when a piece is consumed.
         slots = asyncio.Semaphore(LOOKAHEAD)
         order: asyncio.Queue[asyncio.Queue[object] | None] = asyncio.Queue()
-        fetches: list[asyncio.Task[None]] = []
+        # A TTS failure travels in the audio queues; anything else a fetch raises is a bug,
+        # re-raised below so the speaker part fails with it.
+        bugs: list[BaseException] = []
+        tasks = Supervisor(lambda _name, exc: bugs.append(exc))
 
         async def request_pieces() -> None:
+            fetched = 0
             while (text := await utt.pieces.get()) is not None:
                 trace.step("text_split")
                 await slots.acquire()
                 audio: asyncio.Queue[object] = asyncio.Queue()
                 order.put_nowait(audio)
-                fetches.append(asyncio.create_task(
-                    self._fetch(text, audio, trace, first=not fetches)))
+                tasks.spawn(f"fetch-{trace.index}-{fetched}",
+                            self._fetch(text, audio, trace, first=not fetched))
+                fetched += 1
             order.put_nowait(None)
 
-        requester = asyncio.create_task(request_pieces())
+        tasks.spawn(f"pieces-{trace.index}", request_pieces())
         try:
             while (audio := await order.get()) is not None:
                 while (item := await audio.get()) is not _DONE:
@@ -161,11 +166,9 @@ class Speaker:
             trace.finish("failed", str(exc))
             log.warning("tts_failed", utterance=trace.index, error=str(exc))
         finally:
-            for task in (requester, *fetches):
-                task.cancel()
-            for task in (requester, *fetches):
-                with contextlib.suppress(asyncio.CancelledError, BridgeError):
-                    await task
+            await tasks.aclose()
+        if bugs:
+            raise bugs[0]
         self._sender.push_audio(trace, encoder.flush())
         self._sender.push_mark(trace)
         self._on_done(trace)
