@@ -30,8 +30,8 @@ from loadtest_lib.meters import CpuMeter
 
 from bridge.audio.vad import VoiceDetector
 from bridge.emulator.clock import MediaClock
-from bridge.emulator.peer import FRAME_SECONDS
-from bridge.emulator.twilio_peer import media_message
+from bridge.emulator.twilio_wire import media_message
+from bridge.emulator.wire import FRAME_SECONDS
 from bridge.telephony import events as ev
 from bridge.telephony.twilio import parse_message
 from bridge.web.direct_ws import DirectWebSocketResponse

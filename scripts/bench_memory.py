@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadtest_lib.servers import start_bridge, start_tts
 
-from bridge.emulator.twilio_peer import run_call
+from bridge.emulator.runner import run_call
 
 TOKEN = "bench-memory-token"
 

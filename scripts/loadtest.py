@@ -6,7 +6,8 @@
 Unless --bridge-url is given, starts the sim TTS server (GPU-like: first audio 0.15 s, RTF 0.12,
 never busy) and `python -m bridge serve` with a temporary SQLite database; the bridge runs on
 core 0, this generator and the TTS server on the other cores. Per level, calls ramp up over
---ramp-up s, then talk for --duration s: after the greeting each call asks POST /calls/{id}/say
+--ramp-up s, then talk for --duration s (each the emulator's run_call, bridge/emulator/runner.py,
+with this script's talk): after the greeting each call asks POST /calls/{id}/say
 for a three-sentence reply, waits until the emulated provider has played it out (its mark
 echoed), asks again, and so on; caller audio (silence or low noise) flows in real time the
 whole time. Then every call hangs up and the next level starts.
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import random
@@ -67,9 +69,11 @@ from loadtest_lib.stats import (
 )
 
 from bridge.audio.mulaw import lin2ulaw
+from bridge.emulator.call import CallEmulator
 from bridge.emulator.clock import MediaClock
-from bridge.emulator.peer import FRAME_SECONDS, CallEmulator, describe, emulator_class
 from bridge.emulator.report import UtteranceTiming
+from bridge.emulator.runner import emulator_class, request_say, run_call
+from bridge.emulator.wire import FRAME_SECONDS, describe
 from bridge.errors import BridgeError
 
 GREETING = "Hello, and thank you for calling the SILMA demo line. How can I help you today?"
@@ -107,8 +111,12 @@ class Shared:
 
     http: aiohttp.ClientSession
     base: str
-    headers: dict[str, str]  # the API token
+    token: str | None  # the API token
     caller_audio: bytes | None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 async def _wait_marks(em: CallEmulator, count: int) -> None:
@@ -120,7 +128,7 @@ async def _wait_marks(em: CallEmulator, count: int) -> None:
         raise BridgeError(f"reply not played out within {MARK_TIMEOUT_S:.0f} s") from None
 
 
-async def run_call(
+async def level_call(
     rec: CallRecord,
     sh: Shared,
     start_at: float,
@@ -128,43 +136,43 @@ async def run_call(
     clock: MediaClock,
     want_trace: bool,
 ) -> None:
-    """Ring, talk until `end_at` (loop time), fetch the trace if asked, hang up."""
+    """At `start_at` (loop time), one call through the emulator's runner: talk until `end_at`,
+    fetch the trace if asked, hang up."""
+    await asyncio.sleep(start_at - asyncio.get_running_loop().time())
+    try:
+        report = await run_call(
+            sh.base,
+            provider=rec.provider,
+            talk=functools.partial(_talk, rec, sh, end_at, want_trace),
+            caller_audio=sh.caller_audio,
+            record=False,
+            max_seconds=None,  # the talk ends at the level's end
+            setup_seconds=SETUP_TIMEOUT_S,
+            session=sh.http,
+            media_clock=clock,
+        )
+    except BridgeError as exc:
+        rec.error = f"call setup: {describe(exc)}"
+        return
+    rec.error = report.error
+
+
+async def _talk(
+    rec: CallRecord, sh: Shared, end_at: float, want_trace: bool, em: CallEmulator
+) -> str | None:
+    """The load test's caller: after the greeting, asks for REPLY and waits until it has
+    played out, again and again until `end_at`; then fetches the trace if asked."""
     loop = asyncio.get_running_loop()
-    await asyncio.sleep(start_at - loop.time())
-    cls = emulator_class(rec.provider)
-    wire = cls.wire_type
-    try:
-        async with asyncio.timeout(SETUP_TIMEOUT_S):
-            answer = await wire.answer(sh.http, f"{sh.base}{wire.answer_path}", None)
-    except (BridgeError, TimeoutError) as exc:
-        rec.error = f"answer webhook: {describe(exc)}"
-        return
-    em = cls(
-        sh.http,
-        answer.stream_url,
-        call_sid=answer.call_sid,
-        account_sid=answer.account_sid,
-        parameters=answer.parameters,
-        caller_audio=sh.caller_audio,
-        record=False,
-        media_clock=clock,
-    )
     rec.emulator = em
-    try:
-        async with asyncio.timeout(SETUP_TIMEOUT_S):
-            await em.connect(greetings=1)
-    except (BridgeError, TimeoutError) as exc:
-        await em.abort()
-        rec.error = f"media stream: {describe(exc)}"
-        return
     rec.up = True
+    error = None
     try:
         async with asyncio.timeout_at(end_at):
             await _wait_marks(em, 1)
             while True:
                 target = em.marks_settled + 1
                 rec.replies.append((loop.time(), em.expect_utterance("reply")))
-                problem = await _say(sh, em.call_sid)
+                problem = await request_say(sh.http, sh.base, em.call_sid, REPLY, sh.token)
                 if problem is not None:
                     rec.say_errors.append(problem)
                     rec.replies.pop()
@@ -173,26 +181,10 @@ async def run_call(
     except TimeoutError:
         pass  # the level is over
     except BridgeError as exc:
-        rec.error = str(exc)
+        error = str(exc)
     if want_trace:
         rec.trace = await _get_trace(sh, em.call_sid)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(10):
-            await em.stop()
-    rec.error = rec.error or em.close_reason
-
-
-async def _say(sh: Shared, call_id: str) -> str | None:
-    url = f"{sh.base}/calls/{call_id}/say"
-    try:
-        async with sh.http.post(
-            url, json={"text": REPLY}, headers=sh.headers, timeout=HTTP_TIMEOUT
-        ) as resp:
-            if resp.status == 202:
-                return None
-            return f"say: HTTP {resp.status} {(await resp.text())[:120]}"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return f"say: {describe(exc)}"
+    return error
 
 
 async def _get_trace(sh: Shared, call_id: str) -> dict[str, Any] | None:
@@ -335,7 +327,7 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     ]
     clock = MediaClock(fpw)
     tasks = [
-        asyncio.create_task(run_call(rec, sh, start, end, clock, i % trace_every == 0))
+        asyncio.create_task(level_call(rec, sh, start, end, clock, i % trace_every == 0))
         for i, (rec, start) in enumerate(zip(records, starts, strict=True))
     ]
     probe = LagProbe()
@@ -649,7 +641,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 shared=Shared(
                     http,
                     base.rstrip("/"),
-                    {"Authorization": f"Bearer {token}"} if token else {},
+                    token or None,
                     noise_audio(longest) if args.caller_audio == "noise" else None,
                 ),
                 bridge_pid=bridge_pid,

@@ -32,7 +32,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
+from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
 from bridge.settings import Settings, load_settings
 from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app

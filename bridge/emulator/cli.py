@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from bridge.emulator.peer import run_call
+from bridge.emulator.runner import run_call
 from bridge.errors import AudioFormatError, BridgeError
 
 # The stdlib module warns on import in 3.11-3.12; from 3.13 the audioop-lts package provides it.

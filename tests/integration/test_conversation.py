@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from bridge.emulator.plivo_peer import PlivoCallEmulator, fetch_answer_xml
-from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
+from bridge.emulator.plivo_wire import PlivoCallEmulator, fetch_answer_xml
+from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
 from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 
 LEAD_MS = 200

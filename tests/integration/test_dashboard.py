@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bridge.emulator.twilio_peer import run_call
+from bridge.emulator.runner import run_call
 from tests.browser import artifact_path, browser_page
 from tests.servers import DEFAULT_TOKEN, RunningBridge, make_settings, running_bridge, running_tts
 

@@ -41,7 +41,8 @@ import pytest
 import structlog
 
 from bridge.audio.mulaw import ulaw2lin
-from bridge.emulator.peer import Wire, emulator_class, run_call
+from bridge.emulator.runner import emulator_class, run_call
+from bridge.emulator.wire import Wire
 from bridge.errors import ProtocolError
 from bridge.telephony import events as ev
 from bridge.telephony import plivo, twilio

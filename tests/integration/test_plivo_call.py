@@ -8,8 +8,8 @@ import aiohttp
 import numpy as np
 
 from bridge.audio.mulaw import ulaw2lin
-from bridge.emulator.plivo_peer import signature_headers
-from bridge.emulator.twilio_peer import run_call
+from bridge.emulator.plivo_wire import signature_headers
+from bridge.emulator.runner import run_call
 from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 from tests.speech import assert_is_speech
 

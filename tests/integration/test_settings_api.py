@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.codec import decode_audio, wav_bytes
-from bridge.emulator.twilio_peer import run_call
+from bridge.emulator.runner import run_call
 from bridge.store import DEFAULT_USER_ID
 from bridge.web.auth import COOKIE, FAILED_LOGIN_LIMIT
 from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, running_tts

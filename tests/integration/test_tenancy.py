@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from bridge.call.session import MAX_PENDING_UTTERANCES
-from bridge.emulator.plivo_peer import fetch_answer_xml
-from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml
+from bridge.emulator.plivo_wire import fetch_answer_xml
+from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
 from bridge.errors import ProtocolError
 from bridge.settings import Settings
 from bridge.web.app import create_ops_app

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bridge.audio.mulaw import ulaw2lin
-from bridge.emulator.twilio_peer import TwilioCallEmulator, fetch_twiml, run_call
+from bridge.emulator.runner import run_call
+from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
 from bridge.telephony.twilio import compute_signature
 from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
 from tests.speech import assert_is_speech

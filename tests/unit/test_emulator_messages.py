@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from twilio.request_validator import RequestValidator
 
-from bridge.emulator.peer import CallEmulator, Checked
-from bridge.emulator.plivo_peer import (
+from bridge.emulator.call import CallEmulator
+from bridge.emulator.plivo_wire import (
     PlivoCallEmulator,
     answer_params,
     cleared_audio_message,
@@ -22,11 +22,11 @@ from bridge.emulator.plivo_peer import (
     played_stream_message,
     signature_headers,
 )
-from bridge.emulator.plivo_peer import dtmf_message as plivo_dtmf
-from bridge.emulator.plivo_peer import media_message as plivo_media
-from bridge.emulator.plivo_peer import parse_outbound as plivo_parse
-from bridge.emulator.plivo_peer import start_message as plivo_start
-from bridge.emulator.twilio_peer import (
+from bridge.emulator.plivo_wire import dtmf_message as plivo_dtmf
+from bridge.emulator.plivo_wire import media_message as plivo_media
+from bridge.emulator.plivo_wire import parse_outbound as plivo_parse
+from bridge.emulator.plivo_wire import start_message as plivo_start
+from bridge.emulator.twilio_wire import (
     TwilioCallEmulator,
     connected_message,
     dtmf_message,
@@ -40,6 +40,7 @@ from bridge.emulator.twilio_peer import (
     stop_message,
     voice_webhook_form,
 )
+from bridge.emulator.wire import Checked
 from bridge.errors import ProtocolError
 from bridge.telephony.events import (
     AudioCleared,

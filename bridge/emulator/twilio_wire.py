@@ -1,9 +1,9 @@
 """Twilio, emulated: posts the voice webhook, opens the media stream, plays the caller's part.
 
 Speaks only the Twilio wire protocol (docs: Media Streams WebSocket messages), so it works
-against any bridge URL. The call leg itself is provider-neutral (bridge.emulator.peer); this
-module is Twilio's wire format: TwiML, the messages Twilio sends (numbers as strings), and the
-strict check of what it accepts. A clear echoes every pending mark.
+against any bridge URL. The call leg itself is provider-neutral (call.py); this module is
+Twilio's wire format: TwiML, the messages Twilio sends (numbers as strings), and the strict
+check of what it accepts. A clear echoes every pending mark.
 """
 
 import secrets
@@ -12,10 +12,9 @@ import aiohttp
 import orjson
 from twilio.request_validator import RequestValidator
 
-from bridge.emulator.peer import (
+from bridge.emulator.call import CallEmulator
+from bridge.emulator.wire import (
     Answer,
-    CallEmulator,
-    CallFailed,
     Checked,
     Outbound,
     Wire,
@@ -24,7 +23,6 @@ from bridge.emulator.peer import (
     checked_media,
     fetch_document,
     load_outbound,
-    run_call,
     unexpected_fields,
     wrong_stream,
     xml_root,
@@ -32,8 +30,6 @@ from bridge.emulator.peer import (
 from bridge.errors import ProtocolError
 
 __all__ = [
-    "CallFailed",
-    "Outbound",
     "TwilioCallEmulator",
     "TwilioWire",
     "connected_message",
@@ -44,7 +40,6 @@ __all__ = [
     "new_sid",
     "parse_outbound",
     "parse_twiml",
-    "run_call",
     "sign",
     "start_message",
     "stop_message",

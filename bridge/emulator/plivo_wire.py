@@ -1,11 +1,11 @@
 """Plivo, emulated: fetches the answer URL, opens the audio stream, plays the caller's part.
 
 Speaks only the Plivo Audio Streams protocol (see PROTOCOLS.md), on the provider-neutral call
-leg of bridge.emulator.peer. What differs from Twilio: Plivo XML with the stream URL as the
-element's text; no `connected` message; sequenceNumber and chunk are numbers, timestamps
-strings of wall-clock Unix milliseconds; checkpoints are acknowledged with `playedStream`;
-`clearAudio` is answered with `clearedAudio` and the checkpoints it drops are NEVER
-acknowledged; a hang-up just closes the socket.
+leg of call.py. What differs from Twilio: Plivo XML with the stream URL as the element's
+text; no `connected` message; sequenceNumber and chunk are numbers, timestamps strings of
+wall-clock Unix milliseconds; checkpoints are acknowledged with `playedStream`; `clearAudio`
+is answered with `clearedAudio` and the checkpoints it drops are NEVER acknowledged; a
+hang-up just closes the socket.
 """
 
 import secrets
@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from bridge.emulator.peer import (
+from bridge.emulator.call import CallEmulator
+from bridge.emulator.wire import (
     Answer,
-    CallEmulator,
     Checked,
     Outbound,
     Wire,
