@@ -9,10 +9,14 @@ import gc
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from bridge.errors import BridgeError
 from bridge.settings import Settings, load_settings
 from bridge.tracing.logs import configure_logging
+
+if TYPE_CHECKING:
+    from bridge.web.services import Services
 
 
 def _run(main: object) -> None:
@@ -54,12 +58,20 @@ def _watch_gc_pauses() -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    from bridge.web.services import open_services
+
+    # The services before the listeners, so no request finds them missing; they close after.
+    async with open_services(settings) as services:
+        await _listen(settings, services)
+
+
+async def _listen(settings: Settings, services: Services) -> None:
     from aiohttp import web
 
     from bridge.web.app import create_app, create_ops_app
     from bridge.web.context import CONTEXT
 
-    app = create_app(settings)
+    app = create_app(services)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     runners = [runner]
     try:

@@ -45,6 +45,8 @@ class SilmaSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PoolSettings:
+    """One warm pool's limits ([pool]): what the pool core decides with and the shell waits by."""
+
     size: int = 5
     warm: int = 3
     max_age_s: float = 300.0
@@ -52,6 +54,11 @@ class PoolSettings:
     acquire_timeout_s: float = 2.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+
+    @property
+    def renew_at_s(self) -> float:
+        """Age at which a replacement is opened: ahead of max_age by 10%, at most 30 s."""
+        return self.max_age_s - min(30.0, self.max_age_s * 0.1)
 
 
 @dataclasses.dataclass(frozen=True)

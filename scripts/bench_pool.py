@@ -26,13 +26,12 @@ import trustme
 # The repo root: the benchmark's test helpers live in tests/, which is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.settings import load_settings
+from bridge.settings import PoolSettings, load_settings
 from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.connection import SilmaConnection
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
-from bridge.silma.pool_core import PoolLimits
 from bridge.tts_server import app as tts_app
 from tests.delay_proxy import DelayProxy
 
@@ -50,10 +49,8 @@ async def warm_ms(http, url: str, tls: ssl.SSLContext | bool, n: int) -> list[fl
         http,
         parse_endpoint(url),
         api_key="",
-        limits=PoolLimits(size=2, warm=1),
+        limits=PoolSettings(size=2, warm=1, acquire_timeout_s=10, health_interval_s=600),
         connect_timeout_s=10,
-        acquire_timeout_s=10,
-        health_interval_s=600,
         ssl_context=tls,
     )
     await pool.start()

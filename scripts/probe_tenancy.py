@@ -37,6 +37,7 @@ from bridge.settings import Settings, load_settings
 from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT
+from bridge.web.services import open_services
 
 OPERATOR_TOKEN = "probe-operator-token"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -64,13 +65,16 @@ async def servers(data: str, **settings: Any) -> AsyncIterator[tuple[str, web.Ap
         database_url=f"sqlite+aiosqlite:///{data}/bridge.db",
         default_user_token=OPERATOR_TOKEN,
         **{k: v for k, v in settings.items() if k in known})
-    runner = web.AppRunner(create_app(the), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
     try:
-        yield url, runner
+        async with open_services(the) as services:
+            runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=2.0)
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            try:
+                yield url, runner
+            finally:
+                await runner.cleanup()
     finally:
-        await runner.cleanup()
         await tts.close()
 
 
@@ -108,8 +112,7 @@ async def ring(http: aiohttp.ClientSession, base: str, sid: str, path: str = "",
 
 async def calls_probes(http: aiohttp.ClientSession, base: str, runner: web.AppRunner
                        ) -> list[Probe]:
-    store = runner.app[CONTEXT].store
-    assert store is not None
+    store = runner.app[CONTEXT].services.store
     alice, _ = await store.create_user("Alice")
     bob, bob_token = await store.create_user("Bob")
     await store.update_silma(bob.id, api_endpoint="http://127.0.0.1:9")  # Bob's: a dead port

@@ -16,6 +16,7 @@ from bridge.settings import Settings, load_settings
 from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT, BridgeContext
+from bridge.web.services import Services, open_services
 
 DEFAULT_TOKEN = "test-default-user-token"  # the default user's access token in tests
 
@@ -49,6 +50,16 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
+async def bridge_services(settings: Settings, database_url: str | None = None
+                          ) -> AsyncIterator[Services]:
+    """The bridge's services on `database_url`, else on a SQLite database of their own."""
+    with tempfile.TemporaryDirectory() as data:
+        async with open_services(settings.replace(
+                database_url=database_url or f"sqlite+aiosqlite:///{data}/bridge.db")) as services:
+            yield services
+
+
+@contextlib.asynccontextmanager
 async def running_bridge(settings: Settings, *, tts_url: str,
                          database_url: str | None = None) -> AsyncIterator[RunningBridge]:
     """The bridge on a free port, its public URL pointing at itself, speaking through `tts_url`,
@@ -57,12 +68,11 @@ async def running_bridge(settings: Settings, *, tts_url: str,
     sock.bind(("127.0.0.1", 0))  # bound before the app exists: its public URL needs the port
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data:
-        settings = settings.replace(
+    async with bridge_services(settings.replace(
             public_url=url, silma=dataclasses.replace(settings.silma, endpoint=tts_url),
-            database_url=database_url or f"sqlite+aiosqlite:///{data}/bridge.db",
-            default_user_token=settings.default_user_token or DEFAULT_TOKEN)
-        runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
+            default_user_token=settings.default_user_token or DEFAULT_TOKEN),
+            database_url) as services:
+        runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         try:

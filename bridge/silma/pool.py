@@ -28,6 +28,7 @@ import orjson
 import structlog
 
 from bridge.errors import TTSReplyTooLarge, TTSUnavailable
+from bridge.settings import PoolSettings
 from bridge.silma.connection import (
     ReplyCounters,
     SilmaConnection,
@@ -36,7 +37,7 @@ from bridge.silma.connection import (
     read_capped,
 )
 from bridge.silma.endpoint import Endpoint
-from bridge.silma.pool_core import Plan, PoolCore, PoolLimits, SlotState
+from bridge.silma.pool_core import Plan, PoolCore, SlotState
 
 READY_RATIO_TARGET = 0.8
 # Our server's health body is under 2 KB; 64 KiB is plenty for any real one and bounds what a
@@ -58,14 +59,14 @@ class SilmaPool:
     """A ConnectionSource (see client.py) that keeps connections warm."""
 
     def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint, *, api_key: str,
-                 limits: PoolLimits, connect_timeout_s: float, acquire_timeout_s: float,
-                 health_interval_s: float, ssl_context: ssl.SSLContext | bool = True) -> None:
+                 limits: PoolSettings, connect_timeout_s: float,
+                 ssl_context: ssl.SSLContext | bool = True) -> None:
         self.endpoint = endpoint
         self._session = session
         self._api_key = api_key
         self._connect_timeout_s = connect_timeout_s
-        self._acquire_timeout_s = acquire_timeout_s
-        self._health_interval_s = health_interval_s
+        self._acquire_timeout_s = limits.acquire_timeout_s
+        self._health_interval_s = limits.health_interval_s
         self._ssl = ssl_context
         self._core = PoolCore(limits)
         self._conns: dict[int, SilmaConnection] = {}

@@ -20,6 +20,8 @@ import enum
 import random
 from collections.abc import Callable
 
+from bridge.settings import PoolSettings
+
 
 class SlotState(enum.Enum):
     CONNECTING = "connecting"
@@ -43,20 +45,6 @@ class Slot:
         return now - self.created_at
 
 
-@dataclasses.dataclass(frozen=True)
-class PoolLimits:
-    size: int = 5
-    warm: int = 3
-    max_age_s: float = 300.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-
-    @property
-    def renew_at_s(self) -> float:
-        """Age at which a replacement is opened: ahead of max_age by 10%, at most 30 s."""
-        return self.max_age_s - min(30.0, self.max_age_s * 0.1)
-
-
 @dataclasses.dataclass
 class Plan:
     """What the shell must do now."""
@@ -70,7 +58,7 @@ class Plan:
 
 
 class PoolCore:
-    def __init__(self, limits: PoolLimits, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(self, limits: PoolSettings, *, rng: Callable[[], float] = random.random) -> None:
         if not 0 <= limits.warm <= limits.size or limits.size < 1:
             raise ValueError("pool needs 1 <= size and 0 <= warm <= size")
         self.limits = limits

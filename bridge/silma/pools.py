@@ -27,7 +27,6 @@ from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
-from bridge.silma.pool_core import PoolLimits
 
 PoolKey = tuple[str, str, bool]  # (WebSocket URL, hash of the API key, user_chosen)
 
@@ -72,11 +71,6 @@ class PoolRegistry:
         self._pools: dict[PoolKey, _Entry] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _limits(self) -> PoolLimits:
-        s = self._settings
-        return PoolLimits(size=s.size, warm=s.warm, max_age_s=s.max_age_s,
-                          backoff_base_s=s.backoff_base_s, backoff_max_s=s.backoff_max_s)
-
     def session_for(self, target: TTSTarget) -> aiohttp.ClientSession:
         """The guarded session for a tenant's endpoint, the normal one for trusted targets.
         Fails closed: a user-chosen target with no guarded session is refused."""
@@ -93,9 +87,8 @@ class PoolRegistry:
             pool = SilmaPool(
                 self.session_for(target), parse_endpoint(target.endpoint),
                 api_key=target.api_key,
-                limits=self._limits(), connect_timeout_s=self._connect_timeout_s,
-                acquire_timeout_s=self._settings.acquire_timeout_s,
-                health_interval_s=self._settings.health_interval_s, ssl_context=self._ssl)
+                limits=self._settings, connect_timeout_s=self._connect_timeout_s,
+                ssl_context=self._ssl)
             entry = self._pools[key] = _Entry(pool)
             await pool.start()
         return entry.pool

@@ -2,12 +2,15 @@
 
 The handshake (TCP, TLS, WebSocket upgrade) is what a cold request pays, so it is what is
 measured: the best of a few fresh connections per region, at start and then periodically.
+A selector with no endpoints is how a bridge without regions is modelled: every region then
+resolves to no endpoint, and there is nothing to probe or show.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from collections.abc import Mapping
@@ -29,6 +32,15 @@ REGIONS: dict[str, str] = {
 }
 AUTO = "auto"
 log = structlog.get_logger("bridge.regions")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionChoice:
+    """What probing has found so far: each configured region's endpoint, and the fastest
+    (None until one answered)."""
+
+    endpoints: Mapping[str, str]
+    chosen: str | None = None
 
 
 class RegionSelector:
@@ -73,16 +85,13 @@ class RegionSelector:
         log.info("regions_measured", round_trips_ms=self.round_trips_ms, chosen=self.chosen)
         return self.chosen
 
-    async def run(self, interval_s: float) -> None:
-        while True:
-            await self.measure()
-            await asyncio.sleep(interval_s)
+    def choice(self) -> RegionChoice:
+        return RegionChoice(self.endpoints, self.chosen)
 
-    @property
-    def endpoint(self) -> str | None:
-        return self.endpoints.get(self.chosen) if self.chosen else None
-
-    def view(self) -> dict[str, Any]:
+    def view(self) -> dict[str, Any] | None:
+        """The measurements for the ops API and the settings page; None with no regions."""
+        if not self.endpoints:
+            return None
         return {
             "chosen": self.chosen,
             "measured_at": self.measured_at,

@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from bridge.settings import Settings
-from bridge.store import Store, User
+from bridge.store import User
 from bridge.web.context import CONTEXT, context
 from bridge.web.forwarded import Network, client_address
 from bridge.web.templating import render
@@ -130,13 +130,6 @@ def _auth(request: web.Request) -> Auth:
     return request.app[AUTH]
 
 
-def _store(request: web.Request) -> Store:
-    store = context(request).store
-    if store is None:
-        raise web.HTTPServiceUnavailable(text="the bridge is starting")
-    return store
-
-
 def _client(request: web.Request) -> str:
     return client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
                           _auth(request).trusted_proxies)
@@ -154,7 +147,7 @@ async def _session_user(request: web.Request) -> User | None:
     if not value:
         return None
     user_id = _auth(request).signer.verify(value, time.time())
-    return None if user_id is None else await _store(request).get_user(user_id)
+    return None if user_id is None else await context(request).services.store.get_user(user_id)
 
 
 def csrf_token(request: web.Request) -> str:
@@ -220,7 +213,7 @@ async def _check_token(request: web.Request, token: str, *, via: str) -> User | 
     if wait > 0:
         raise json_error(web.HTTPTooManyRequests, "too many failed logins; try again later",
                          {"Retry-After": str(int(wait) + 1)})
-    user = await _store(request).user_for_token(token)
+    user = await context(request).services.store.user_for_token(token)
     if user is None:
         auth.failures.record(client, now)
         log.warning("login_failed", client=client, via=via)

@@ -17,9 +17,9 @@ from aiohttp import web
 from bridge.audio.codec import decode_audio, wav_bytes
 from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
 from bridge.silma.pool import SilmaPool
-from bridge.silma.pools import PoolRegistry, TTSTarget
+from bridge.silma.pools import TTSTarget
 from bridge.silma.regions import AUTO, REGIONS
-from bridge.store import SilmaCredentials, Store
+from bridge.store import SilmaCredentials
 from bridge.web.access import current_user
 from bridge.web.auth import csrf_token, json_error
 from bridge.web.context import BridgeContext, context
@@ -45,20 +45,8 @@ def _owner(request: web.Request) -> str:
     return current_user(request).id
 
 
-def _store(ctx: BridgeContext) -> Store:
-    if ctx.store is None:
-        raise web.HTTPServiceUnavailable(text="the bridge is starting")
-    return ctx.store
-
-
-def _pools(ctx: BridgeContext) -> PoolRegistry:
-    if ctx.pools is None:
-        raise web.HTTPServiceUnavailable(text="the bridge is starting")
-    return ctx.pools
-
-
 async def _row(ctx: BridgeContext, user_id: str) -> SilmaCredentials:
-    row = await _store(ctx).silma(user_id)
+    row = await ctx.services.store.silma(user_id)
     if row is None:
         raise json_error(web.HTTPNotFound, "no SILMA settings for this user")
     return row
@@ -66,13 +54,13 @@ async def _row(ctx: BridgeContext, user_id: str) -> SilmaCredentials:
 
 async def _target(ctx: BridgeContext, user_id: str) -> TTSTarget:
     try:
-        return await ctx.target_for_user(user_id)
+        return await ctx.services.targets.for_user(user_id)
     except TTSUnavailable as exc:  # local mode: our TTS server failed to start
         raise FieldError("mode", str(exc), 503) from exc
 
 
 async def _user_pool(ctx: BridgeContext, user_id: str) -> SilmaPool:
-    return await _pools(ctx).pool_for(await _target(ctx, user_id))
+    return await ctx.services.pools.pool_for(await _target(ctx, user_id))
 
 
 async def _view(ctx: BridgeContext, row: SilmaCredentials) -> dict[str, Any]:
@@ -145,8 +133,8 @@ async def put_silma(request: web.Request) -> web.StreamResponse:
         await _json_object(request), allow_private=ctx.settings.silma.allow_private_endpoints)
     if errors:
         return errors_response(errors)
-    row = await _store(ctx).update_silma(user_id, **changes)
-    await ctx.retire_unused_pools()  # the pool this user left drains once no call uses it
+    row = await ctx.services.store.update_silma(user_id, **changes)
+    await ctx.services.retire_unused_pools()  # the pool this user left drains once no call uses it
     if not row.is_local:
         await _user_pool(ctx, user_id)  # warm now, so the next call finds ready connections
     return web.json_response(await _view(ctx, row))
@@ -194,8 +182,8 @@ async def put_voice(request: web.Request) -> web.StreamResponse:
         errors["transcript"] = str(exc)
     if errors:
         return errors_response(errors)
-    row = await _store(ctx).update_silma(user_id, reference_audio=clip,
-                                         reference_text=transcript)
+    row = await ctx.services.store.update_silma(user_id, reference_audio=clip,
+                                                reference_text=transcript)
     return web.json_response(await _view(ctx, row))
 
 
@@ -212,7 +200,7 @@ async def preview(request: web.Request) -> web.StreamResponse:
     chunks: list[np.ndarray] = []
     rate = 0
     try:
-        async with _pools(ctx).client(await _target(ctx, user_id)) as client:
+        async with ctx.services.pools.client(await _target(ctx, user_id)) as client:
             async for piece in client.synthesize(text.strip()):
                 samples, rate = decode_audio(piece.data, piece.format, piece.sample_rate)
                 chunks.append(samples)
@@ -245,10 +233,10 @@ def _region_row(region: dict[str, Any], chosen: str | None) -> str:
 
 def _region_view(ctx: BridgeContext) -> Markup:
     """Measured handshake round trips and the fastest region, when regions are configured."""
-    if ctx.regions is None:
+    view = ctx.services.regions.view()
+    if view is None:
         return Markup('<p class="note">No API server regions are configured on this bridge: '
                       "auto-detect uses the bridge's default endpoint.</p>")
-    view = ctx.regions.view()
     rows = "".join(_region_row(r, view["chosen"]) for r in view["regions"])
     chosen = REGIONS.get(view["chosen"] or "", "none answered yet")
     return Markup(f"<p>Auto-detect chose <strong>{escape(chosen)}</strong>.</p>"

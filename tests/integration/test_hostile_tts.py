@@ -49,7 +49,6 @@ from bridge.silma.client import SilmaClient
 from bridge.silma.connection import SilmaConnection
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
-from bridge.silma.pool_core import PoolLimits
 from bridge.silma.pools import PoolRegistry, TTSTarget
 from bridge.web.url_guard import guarded_session
 
@@ -328,10 +327,10 @@ def quick_cancel_ack(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_pool(session: aiohttp.ClientSession, url: str, *, api_key: str = "",
               health_interval_s: float = 60.0, warm: int = 3) -> SilmaPool:
     return SilmaPool(session, parse_endpoint(url), api_key=api_key,
-                     limits=PoolLimits(size=5, warm=warm, backoff_base_s=0.01,
-                                       backoff_max_s=0.05),
-                     connect_timeout_s=2.0, acquire_timeout_s=5.0,
-                     health_interval_s=health_interval_s)
+                     limits=PoolSettings(size=5, warm=warm, backoff_base_s=0.01,
+                                         backoff_max_s=0.05, acquire_timeout_s=5.0,
+                                         health_interval_s=health_interval_s),
+                     connect_timeout_s=2.0)
 
 
 def client_for(pool: SilmaPool, session: aiohttp.ClientSession, *,

@@ -14,11 +14,11 @@ import trustme
 from aiohttp import web
 
 from bridge.errors import TTSError, TTSUnavailable
+from bridge.settings import PoolSettings
 from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
-from bridge.silma.pool_core import PoolLimits
 from bridge.tts_server import app as tts_app
 from tests.delay_proxy import DelayProxy
 from tests.servers import make_settings
@@ -35,10 +35,11 @@ async def http():
 def make_pool(http, url: str, *, size=5, warm=3, acquire_timeout_s=2.0, max_age_s=300.0,
               ssl_context: ssl.SSLContext | bool = True, backoff_base_s=0.05) -> SilmaPool:
     return SilmaPool(http, parse_endpoint(url), api_key="",
-                     limits=PoolLimits(size=size, warm=warm, max_age_s=max_age_s,
-                                       backoff_base_s=backoff_base_s, backoff_max_s=0.5),
-                     connect_timeout_s=2.0, acquire_timeout_s=acquire_timeout_s,
-                     health_interval_s=60.0, ssl_context=ssl_context)
+                     limits=PoolSettings(size=size, warm=warm, max_age_s=max_age_s,
+                                         backoff_base_s=backoff_base_s, backoff_max_s=0.5,
+                                         acquire_timeout_s=acquire_timeout_s,
+                                         health_interval_s=60.0),
+                     connect_timeout_s=2.0, ssl_context=ssl_context)
 
 
 def client_for(pool: SilmaPool, http) -> SilmaClient:
@@ -275,4 +276,4 @@ async def test_expired_connections_are_replaced_in_background(tts, http):
 def test_pool_limits_validation():
     with pytest.raises(ValueError):
         make_pool(None, "http://127.0.0.1:1", size=2, warm=3)
-    assert dataclasses.is_dataclass(PoolLimits)
+    assert dataclasses.is_dataclass(PoolSettings)

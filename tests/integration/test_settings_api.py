@@ -137,7 +137,7 @@ async def test_failed_logins_are_rate_limited_per_client(tts):
 
 async def test_users_see_and_change_only_their_own_settings(tts):
     async with bridge_and_client(tts.url) as (bridge, http):
-        second, token = await bridge.context.store.create_user("Second")
+        second, token = await bridge.context.services.store.create_user("Second")
         await api(http, bridge, "PUT", "silma", json={"api_key": "default-user-secret-key"})
 
         for method, path, kwargs in [
@@ -231,7 +231,7 @@ async def test_new_endpoint_takes_effect_on_the_next_call(tts):
         assert status == 200
         assert body["api_endpoint"] == body["effective_endpoint"] == tts.url
         # The pool nobody uses any more drains; the new one is warm before the call.
-        assert [p["endpoint"] for p in bridge.context.pools.stats()] == [tts.ws_url]
+        assert [p["endpoint"] for p in bridge.context.services.pools.stats()] == [tts.ws_url]
         await first_server.aclose()  # the old server is gone: only the new one can speak
 
         report = await run_call(bridge.url, max_seconds=30)
@@ -267,7 +267,7 @@ async def test_voice_upload_and_preview_through_the_users_target(tts):
         status, body = await api(http, bridge, "PUT", "voice", json={
             "clip": base64.b64encode(tone(2.0, rate=8000)).decode(), "transcript": "Again."})
         assert status == 200 and body["reference_audio_bytes"] == 44 + 2 * 16000
-        target = await bridge.context.target_for_user(DEFAULT_USER_ID)
+        target = await bridge.context.services.targets.for_user(DEFAULT_USER_ID)
         assert target.voice.reference_text == "Again." and target.voice.reference_audio
 
         status, wav = await api(http, bridge, "POST", "preview",

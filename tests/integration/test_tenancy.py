@@ -30,7 +30,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def add_user(bridge: RunningBridge, name: str) -> tuple[str, str]:
-    user, token = await bridge.context.store.create_user(name)
+    user, token = await bridge.context.services.store.create_user(name)
     return user.id, token
 
 
@@ -111,7 +111,7 @@ async def test_a_calls_tts_is_its_paths_users_never_a_stream_parameter(tts):
             aiohttp.ClientSession() as http:
         bob, _ = await add_user(bridge, "Bob")
         # Bob's own TTS target is a dead port: a call that used it would hear nothing.
-        await bridge.context.store.update_silma(bob, api_endpoint="http://127.0.0.1:9")
+        await bridge.context.services.store.update_silma(bob, api_endpoint="http://127.0.0.1:9")
         call = await open_call(http, bridge, "CAspoof", parameters={"userid": bob})
         await call.wait_for_marks(1)
         await call.stop()

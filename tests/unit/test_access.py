@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,20 @@ from bridge.settings import load_settings
 from bridge.tracing.logs import escape_control_characters
 from bridge.web.access import Principal, add, check_declared, declared
 from bridge.web.app import create_app
+from tests.servers import bridge_services
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+@contextlib.asynccontextmanager
+async def bridge_app() -> AsyncIterator[web.Application]:
+    """The bridge's app on real services, with a TTS endpoint nobody listens on and no warm
+    connections: declaring routes needs no speech."""
+    base = load_settings(env={})
+    settings = base.replace(silma=dataclasses.replace(base.silma, endpoint="http://127.0.0.1:9"),
+                            pool=dataclasses.replace(base.pool, warm=0))
+    async with bridge_services(settings) as services:
+        yield create_app(services)
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -28,9 +43,10 @@ def test_an_undeclared_route_stops_the_start() -> None:
         check_declared(app)
 
 
-def test_the_bridge_declares_every_route_and_readme_lists_each_with_its_principal() -> None:
-    app = create_app(load_settings(env={}))
-    rows = declared(app)
+async def test_the_bridge_declares_every_route_and_readme_lists_each_with_its_principal(
+) -> None:
+    async with bridge_app() as app:
+        rows = declared(app)
     routes = {(method, path) for method, path, _ in rows}
     assert ("POST", "/calls/{call_id}/say") in routes
     surface = README.split("### HTTP surface of the bridge", 1)[1].split("\n## ", 1)[0]
@@ -40,9 +56,9 @@ def test_the_bridge_declares_every_route_and_readme_lists_each_with_its_principa
         assert lines and all(f"| {who.name} |" in line for line in lines), (method, path, who)
 
 
-def test_ops_routes_need_an_operator() -> None:
-    app = create_app(load_settings(env={}))
-    by_path = {path: who for _, path, who in declared(app)}
+async def test_ops_routes_need_an_operator() -> None:
+    async with bridge_app() as app:
+        by_path = {path: who for _, path, who in declared(app)}
     for path in ("/metrics", "/api/pool", "/api/health", "/api/pool/health-check"):
         assert by_path[path] is Principal.OPERATOR
     assert by_path["/health"] is Principal.PUBLIC

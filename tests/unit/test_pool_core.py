@@ -1,6 +1,7 @@
-from bridge.silma.pool_core import PoolCore, PoolLimits, SlotState
+from bridge.settings import PoolSettings
+from bridge.silma.pool_core import PoolCore, SlotState
 
-LIMITS = PoolLimits(size=5, warm=3, max_age_s=300.0, backoff_base_s=0.5, backoff_max_s=30.0)
+LIMITS = PoolSettings(size=5, warm=3, max_age_s=300.0, backoff_base_s=0.5, backoff_max_s=30.0)
 
 
 def warm_pool(now: float = 0.0, capacity: int = 1) -> PoolCore:

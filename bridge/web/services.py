@@ -1,0 +1,111 @@
+"""The bridge's long-lived services, all built before the app takes a request and closed after
+its listeners: the store, the HTTP sessions, the TTS pools, region probing, the users' TTS
+targets (and the local TTS server behind them), and the background jobs that keep them fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bridge.errors import BridgeError, ConfigError
+from bridge.settings import Settings, SilmaSettings
+from bridge.silma import protocol as p
+from bridge.silma.pools import PoolRegistry
+from bridge.silma.regions import AUTO, REGIONS, RegionSelector
+from bridge.silma.targets import TTSTargets
+from bridge.store import DEFAULT_USER_ID, Store
+from bridge.web.url_guard import guarded_session
+
+POOL_SWEEP_S = 60.0
+log = structlog.get_logger("bridge.web")
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    settings: Settings  # those the services were built from
+    store: Store
+    http: aiohttp.ClientSession
+    pools: PoolRegistry
+    regions: RegionSelector  # with no endpoints when the bridge has none (or its own endpoint)
+    targets: TTSTargets
+
+    async def retire_unused_pools(self) -> None:
+        """Close pools that no live call uses and no user's settings point at any more."""
+        self.pools.retire_unused(await self.targets.pool_keys_in_use())
+
+
+def voice_of(silma: SilmaSettings) -> p.SynthesizeRequest:
+    """The voice every request carries: reference clip and transcript, speed, seed."""
+    reference = b""
+    if silma.reference_audio:
+        try:
+            reference = Path(silma.reference_audio).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read BRIDGE_SILMA_REFERENCE_AUDIO: {exc}") from exc
+    return p.SynthesizeRequest(text="", reference_audio=reference,
+                               reference_text=silma.reference_text, speed=silma.speed,
+                               seed=silma.seed)
+
+
+def _check_regions(silma: SilmaSettings) -> None:
+    unknown = set(silma.regions) - set(REGIONS)
+    if unknown or (silma.region not in (AUTO, *REGIONS)):
+        raise ConfigError(f"unknown SILMA region(s): {sorted(unknown) or silma.region}; "
+                          f"known: {', '.join(REGIONS)}")
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Every service open and the default user's pool warming; each closed on the way out."""
+    silma = settings.silma
+    _check_regions(silma)
+    voice = voice_of(silma)
+    tls = ssl.create_default_context(cafile=silma.ca_file) if silma.ca_file else True
+    async with contextlib.AsyncExitStack() as stack:
+        store = await Store.open(settings.database_url, settings.secret_key,
+                                 default_user_token=settings.default_user_token)
+        stack.push_async_callback(store.close)
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=0))
+        stack.push_async_callback(http.close)
+        guarded = guarded_session(allow_private=silma.allow_private_endpoints, ssl=tls)
+        stack.push_async_callback(guarded.close)
+        # The bridge's own endpoint wins over its regions (target_core), so with one set
+        # there is nothing to measure.
+        regions = RegionSelector(http, {} if silma.endpoint else silma.regions, ssl_context=tls)
+        targets = TTSTargets(store, silma, voice, regions)
+        stack.push_async_callback(targets.close)
+        pools = PoolRegistry(http, settings.pool, connect_timeout_s=silma.connect_timeout_s,
+                             request_timeout_s=silma.request_timeout_s,
+                             want_ulaw=silma.request_ulaw, ssl_context=tls,
+                             guarded_session=guarded)
+        stack.push_async_callback(pools.close)  # before the sessions and the local server
+        services = Services(settings, store, http, pools, regions, targets)
+        if regions.endpoints:
+            await regions.measure()
+            _in_background(stack, _every(silma.region_probe_interval_s, regions.measure))
+        _in_background(stack, _every(POOL_SWEEP_S, services.retire_unused_pools))
+        # Warm the default user's pool now, so the first call does not pay for connecting.
+        await pools.pool_for(await targets.for_user(DEFAULT_USER_ID))
+        yield services
+
+
+def _in_background(stack: contextlib.AsyncExitStack, job: Coroutine[Any, Any, None]) -> None:
+    stack.callback(asyncio.create_task(job).cancel)
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except BridgeError as exc:  # a failed sweep or probe is retried at the next interval
+            log.warning("background_job_failed", job=getattr(job, "__name__", "?"),
+                        error=str(exc))
