@@ -98,7 +98,7 @@ async def _listen(settings: Settings, services: Services) -> None:
               file=sys.stderr, flush=True)
         await _until_signalled()
     finally:
-        for each in runners:  # the ops listener first: the main app owns the services
+        for each in runners:  # ops first, then the main app (it closes the streams)
             await each.cleanup()
 
 

@@ -16,7 +16,7 @@ from bridge.settings import SilmaSettings
 from bridge.silma import protocol as p
 from bridge.silma.pools import TTSTarget
 from bridge.silma.regions import AUTO, RegionChoice
-from bridge.store import SilmaCredentials
+from bridge.store.models import SilmaCredentials
 
 
 @dataclasses.dataclass(frozen=True)
