@@ -1,6 +1,7 @@
-"""What the direct inbound path saves: server CPU per provider media message when each message
-goes to the call's handler inside the socket read (DirectWebSocketResponse, what the bridge
-does) vs through aiohttp's queue and an `async for` over the socket (the usual way).
+"""What the bridge's media socket saves: server CPU per provider media message when each message
+goes to the call's handler inside the socket read (MediaSocket, bridge/web/media_socket.py, what
+the bridge does) vs through aiohttp's queue and an `async for` over the socket (aiohttp's public
+WebSocket API, the usual way).
 
     .venv/bin/python scripts/bench_inbound.py [--calls 300] [--seconds 8]   # needs [bench]
 
@@ -34,7 +35,7 @@ from bridge.emulator.twilio_wire import media_message
 from bridge.emulator.wire import FRAME_SECONDS
 from bridge.telephony import events as ev
 from bridge.telephony.twilio import parse_message
-from bridge.web.direct_ws import DirectWebSocketResponse
+from bridge.web.media_socket import HandshakeRefused, MediaSocket
 
 PAYLOAD = base64.b64encode(bytes(range(96, 256))).decode()  # 160 bytes of varied mu-law
 
@@ -60,13 +61,14 @@ async def queued(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def direct(request: web.Request) -> web.WebSocketResponse:
-    ws = DirectWebSocketResponse(compress=False)
-    ws.on_message = _handler()
-    await ws.prepare(request)
-    async for _ in ws:
-        pass
-    return ws
+async def media(request: web.Request) -> web.StreamResponse:
+    socket = MediaSocket(_handler(), max_size=4 * 1024 * 1024)  # aiohttp's default max_msg_size
+    try:
+        socket.accept(request)
+    except HandshakeRefused as refused:
+        return refused.response
+    await socket.wait_closed()
+    return web.StreamResponse(status=101)
 
 
 def serve(port: int, core: int) -> None:
@@ -74,7 +76,7 @@ def serve(port: int, core: int) -> None:
         os.sched_setaffinity(0, {core})
     app = web.Application()
     app.router.add_get("/queued", queued)
-    app.router.add_get("/direct", direct)
+    app.router.add_get("/media", media)
     web.run_app(app, host="127.0.0.1", port=port, print=None, loop=uvloop.new_event_loop())
 
 
@@ -135,7 +137,7 @@ async def main() -> None:
                         break
                 await asyncio.sleep(0.1)
             results = {}
-            for way in ("queued", "direct"):
+            for way in ("queued", "media"):
                 assert server.pid is not None
                 results[way] = await measure(http, f"http://127.0.0.1:{port}/{way}", server.pid,
                                              args.calls, args.seconds)
@@ -146,7 +148,7 @@ async def main() -> None:
     print(f"{'path':<8} {'server CPU %':>13} {'µs / message':>13}")
     for way, (pct, us) in results.items():
         print(f"{way:<8} {pct:>13.1f} {us:>13.1f}")
-    print(f"direct path: {results['queued'][1] / results['direct'][1]:.2f}x less CPU a message")
+    print(f"media socket: {results['queued'][1] / results['media'][1]:.2f}x less CPU a message")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ each, the ops endpoints, and the context its handlers share."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -40,8 +41,8 @@ from bridge.web.stream_tokens import StreamTokens
 
 
 async def _close_streams(app: web.Application) -> None:
-    for ws in list(app[CONTEXT].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await asyncio.gather(*(socket.close(WSCloseCode.GOING_AWAY, "server shutdown")
+                           for socket in list(app[CONTEXT].sockets)))
 
 
 async def health(request: web.Request) -> web.Response:

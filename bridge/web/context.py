@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge.call.registry import CallRegistry
 from bridge.call.speaker import Synthesize
 from bridge.settings import PlivoSettings, Settings, TwilioSettings
+from bridge.web.media_socket import MediaSocket
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
 
@@ -25,7 +26,7 @@ class BridgeContext:
     services: Services
     registry: CallRegistry
     stream_tokens: StreamTokens
-    sockets: weakref.WeakSet[web.WebSocketResponse] = dataclasses.field(
+    sockets: weakref.WeakSet[MediaSocket] = dataclasses.field(
         default_factory=weakref.WeakSet)
 
     @property

@@ -12,7 +12,7 @@ import re
 import time
 
 import structlog
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import web
 
 from bridge.agent.factory import agent_for_call
 from bridge.call.session import CallSession, CodecFactory, Parse, ProviderHangup
@@ -20,18 +20,12 @@ from bridge.store import DEFAULT_USER_ID
 from bridge.telephony.jsonfields import is_identifier
 from bridge.telephony.urls import stream_url
 from bridge.web.context import context
-from bridge.web.direct_ws import DirectWebSocketResponse
+from bridge.web.media_socket import HandshakeRefused, MediaSocket
 from bridge.web.stream_tokens import StreamClaims, StreamTokenError, token_fingerprint
 
 MAX_PROVIDER_MESSAGE = 1024 * 1024
 log = structlog.get_logger("bridge.web")
 USER_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Plivo extra headers allow nothing else
-
-
-async def _until_closed(ws: web.WebSocketResponse) -> None:
-    """Runs aiohttp's handling of pings and the close handshake; data goes to on_message."""
-    async for _ in ws:
-        pass
 
 
 def user_of(request: web.Request) -> str:
@@ -74,26 +68,29 @@ async def tokenless_stream(request: web.Request) -> web.StreamResponse:
 
 async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: str,
                        parse: Parse, codec_for: CodecFactory, hangup: ProviderHangup | None
-                       ) -> web.WebSocketResponse:
+                       ) -> web.StreamResponse:
     """Accept the upgrade (token and signature already checked) and run the call until the
-    stream ends."""
+    stream ends. The socket leaves aiohttp at the 101 (bridge/web/media_socket.py)."""
     ctx = context(request)
-    ws = DirectWebSocketResponse(compress=False, max_msg_size=MAX_PROVIDER_MESSAGE)
+    socket = MediaSocket(lambda _: None, max_size=MAX_PROVIDER_MESSAGE)  # the session's, below
     session = CallSession(
         provider=provider, parse=parse, codec_for=codec_for,
-        send=ws.send_str, close=ws.close, open_tts=ctx.tts_opener(claims.user_id),
+        send=socket.send, close=socket.close, open_tts=ctx.tts_opener(claims.user_id),
         agent=agent_for_call(ctx.settings.agent, ctx.http), settings=ctx.settings.call,
         hooks=ctx.registry,
         provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
     )
-    ws.on_message = session.receive
+    socket.on_message = session.receive
     try:
-        await ws.prepare(request)
-    except (ConnectionError, ClientConnectionResetError):
+        socket.accept(request)
+    except HandshakeRefused as refused:
+        return refused.response
+    except ConnectionError:
         log.info("stream_gone_before_upgrade", provider=provider)  # the provider hung up first
-        return ws
-    ctx.sockets.add(ws)
-    await session.run(_until_closed(ws))
-    if not ws.closed:
-        await ws.close()
-    return ws
+        return web.StreamResponse(status=101)
+    ctx.sockets.add(socket)
+    await session.run(socket.wait_closed())
+    await socket.close()
+    # The connection is gone by now: aiohttp fails to write this, as for any client gone, and
+    # logs the request with the status it had.
+    return web.StreamResponse(status=101)

@@ -50,7 +50,7 @@ def _codec(start: StreamStarted) -> OutboundCodec:
     return twilio.TwilioCodec(start.stream_id)
 
 
-async def media_stream(request: web.Request) -> web.WebSocketResponse:
+async def media_stream(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     twilio_settings, plivo_settings = await ctx.telephony_for_user(user_of(request))
     url = websocket_request_url(ctx.settings.public_url, request.path_qs)
