@@ -230,16 +230,17 @@ class MediaSocket(asyncio.Protocol):
             if self._closed.is_set():
                 raise ConnectionResetError("the media stream closed while sending")
 
-    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", *,
+                    timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Run the close handshake and wait for the connection's end; abort a peer that does
-        not answer within CLOSE_TIMEOUT_S."""
+        not answer within `timeout_s`."""
         if self._transport is None:
             return
         if self._ws.state is State.OPEN:
             self._ws.send_close(code, reason)
             self._flush()
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 await self._closed.wait()
         except TimeoutError:
             self._transport.abort()

@@ -197,6 +197,25 @@ async def test_the_server_closes_with_a_code_and_the_client_sees_it() -> None:
             await endpoint.socket.send("too late")
 
 
+async def test_a_peer_that_never_answers_the_close_is_cut_off() -> None:
+    endpoint = Endpoint()
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/ws"))
+    async with serving(endpoint) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.runner.addresses[0][1])
+        client.send_request(client.connect())
+        writer.write(b"".join(client.data_to_send()))
+        async with asyncio.timeout(10):
+            await reader.readuntil(b"\r\n\r\n")
+            await endpoint.accepted.wait()
+        assert endpoint.socket is not None
+        async with asyncio.timeout(10):  # the raw client reads the close frame, never answers
+            await endpoint.socket.close(timeout_s=0.2)
+            await endpoint.ended.wait()
+            assert await reader.read() != b""  # the close frame came, then the connection ended
+        writer.close()
+    assert endpoint.socket.closed
+
+
 async def test_an_oversize_message_closes_the_stream_with_1009() -> None:
     endpoint = Endpoint(max_size=1000)
     async with serving(endpoint) as server, aiohttp.ClientSession() as http:
