@@ -31,7 +31,7 @@ def emulator_imports() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_import_circle():
+def test_no_import_circle() -> None:
     try:
         order = list(TopologicalSorter(emulator_imports()).static_order())
     except CycleError as exc:
@@ -40,7 +40,7 @@ def test_no_import_circle():
     assert order.index("plivo_wire") < order.index("runner") < order.index("cli")
 
 
-def test_provider_modules_build_on_the_shared_ones_only():
+def test_provider_modules_build_on_the_shared_ones_only() -> None:
     graph = emulator_imports()
     for provider in ("twilio_wire", "plivo_wire"):
         assert graph[provider] == {"wire", "call"}, provider
