@@ -77,7 +77,8 @@ class Finished:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refused:
-    """An input refused past a bound or a rule: count it by kind and log why."""
+    """An input refused past a bound or a rule: count it by kind and log it (the kind is the
+    log event's name)."""
 
     kind: str
     detail: str

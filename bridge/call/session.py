@@ -25,6 +25,7 @@ from bridge.agent.base import Agent, AgentEvent
 from bridge.audio.vad import VoiceDetector
 from bridge.call.core import (
     MAX_PENDING_UTTERANCES,
+    START_TIMEOUT_S,
     Action,
     CallBusy,
     CallCore,
@@ -45,7 +46,8 @@ from bridge.supervisor import Supervisor
 from bridge.telephony import events as ev
 from bridge.tracing.trace import CallTrace, UtteranceTrace
 
-__all__ = ["MAX_PENDING_UTTERANCES", "CallBusy", "CallHooks", "CallSession", "OpenTTS"]
+__all__ = ["MAX_PENDING_UTTERANCES", "START_TIMEOUT_S", "CallBusy", "CallHooks", "CallSession",
+           "OpenTTS"]
 
 Parse = Callable[[str | bytes], ev.InboundEvent]
 CodecFactory = Callable[[ev.StreamStarted], ev.OutboundCodec]
@@ -105,7 +107,7 @@ class CallSession:
         self.trace = CallTrace(call_id="", provider=provider, clock=time.monotonic_ns)
         self.trace.step("stream_connected")
         self.core = CallCore(self.trace, now=self._loop.time(),
-                             expected_call_id=expected_call_id)
+                             expected_call_id=expected_call_id, start_timeout_s=START_TIMEOUT_S)
         self._parts = Supervisor(self._part_failed)
         self._line: _Line | None = None  # set when the core goes LIVE
         self._vad = VoiceDetector()
@@ -263,8 +265,8 @@ class CallSession:
             elif isinstance(action, Refused):
                 if action.counted:
                     self._hooks.refused(action.kind)
-                log.warning("call_input_refused", call_id=self.call_id, provider=self.provider,
-                            kind=action.kind, detail=action.detail)
+                log.warning(action.kind, call_id=self.call_id, provider=self.provider,
+                            detail=action.detail)
             elif isinstance(action, HangUp):
                 assert self._hung_up is not None  # only hangup() leads the core to HangUp
                 self._hangup_job = self._loop.create_task(
