@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.audio.codec import encode_audio
 from bridge.settings import TTSServerSettings
-from bridge.silma.protocol import RegisterVoice
+from bridge.silma.protocol import RegisterVoice, SynthesizeRequest
 from bridge.tts_server.engines.base import Utterance
 from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine
 from bridge.tts_server.engines.silma.model import SamplingConfig
@@ -115,7 +115,9 @@ def registration_savings(engine: SilmaEngine, clip: np.ndarray) -> str:
     for name, raw in (("clip", with_clip), ("id", with_id)):
         started = time.perf_counter()
         for _ in range(20):
-            service._utterance(service.parse(raw))  # what the server does before synthesis
+            request = service.parse(raw)
+            assert isinstance(request, SynthesizeRequest)
+            service._utterance(request)  # what the server does before synthesis
         timings[name] = (time.perf_counter() - started) / 20 * 1000
     return (
         f"per request, {REFERENCE_S:g} s clip as 24 kHz s16 WAV: {len(with_clip):,} bytes and "

@@ -23,7 +23,7 @@ from functools import partial
 
 import numpy as np
 
-from bridge.audio.mulaw import lin2ulaw
+from bridge.audio.mulaw import lin2ulaw, ulaw2lin
 from bridge.audio.resample import StreamResampler, float_to_pcm16
 from bridge.audio.vad import VadEvent, VoiceDetector
 
@@ -246,10 +246,17 @@ class WebRtcDetector(VoiceDetector):
 
         super().__init__()
         self._vad = webrtcvad.Vad(aggressiveness)
+        self._pcm = b""  # the 16-bit signal of the push being classified
 
-    def _classify(self, x: np.ndarray) -> list[bool]:
-        data = x[1:].astype(np.int16).tobytes()
-        step = 2 * self._frame_len
+    def push(self, mulaw: bytes) -> list[VadEvent]:
+        # webrtcvad judges the signal itself, where the base class hands `_classify` the first
+        # differences; the pushes here are whole frames, so the base classifies all of `mulaw`.
+        assert len(mulaw) % self._frame_len == 0
+        self._pcm = ulaw2lin(mulaw).tobytes()
+        return super().push(mulaw)
+
+    def _classify(self, diff: bytes) -> list[bool]:
+        data, step = self._pcm, 2 * self._frame_len
         return [self._vad.is_speech(data[i : i + step], RATE) for i in range(0, len(data), step)]
 
 

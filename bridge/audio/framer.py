@@ -23,7 +23,7 @@ class Framer:
         """Bytes held back, always fewer than one frame."""
         return len(self._buf)
 
-    def push(self, data: bytes) -> bytes:
+    def push(self, data: bytes | bytearray) -> bytes:
         """Add bytes; return every whole frame now available (possibly b"")."""
         if not self._buf and len(data) % self._frame_bytes == 0:
             return bytes(data)  # common case for aligned input: no buffer round trip

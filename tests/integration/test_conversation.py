@@ -43,6 +43,7 @@ async def test_barge_in_clears_at_once_and_tells_what_was_heard(tts, provider):
     silence = b"\xff" * int(8000 * SPEECH_AT_S)
     async with running_bridge(long_greeting_settings(), tts_url=tts.url) as bridge, \
             aiohttp.ClientSession() as http:
+        call: TwilioCallEmulator | PlivoCallEmulator
         if provider == "twilio":
             stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice",
                                                    {"CallSid": "CAbarge"}, None)

@@ -111,7 +111,8 @@ def mutation(rng: random.Random, rid: str | None) -> Reply:
          "missing_id", "foreign_id", "extra_fields", "zero_rate", "error_reply",
          "close_mid_reply", "stall", "giant", "ulaw_odd"],
         weights=[12, 8, 6, 10, 5, 10, 6, 6, 5, 5, 4, 3, 4, 4, 3, 4, 2, 0.4, 0.5, 2])[0]
-    head = [_chunk(rid)] if rng.random() < 0.5 else []  # sometimes good audio came first
+    # Sometimes good audio came first.
+    head: list[str | bytes] = [_chunk(rid)] if rng.random() < 0.5 else []
     if kind == "normal":
         return normal(rid)
     if kind == "invalid_json":
@@ -421,16 +422,17 @@ async def test_invalid_json_fails_the_one_request_with_a_reason_and_the_next_suc
     assert not loop_errors
 
 
-async def test_a_failing_hook_or_reader_never_leaves_a_request_waiting(hostile, session):
+async def test_a_failing_hook_or_reader_never_leaves_a_request_waiting(hostile, session,
+                                                                       monkeypatch):
     """Any exception in the reader, not only a protocol error, fails the requests in flight."""
     async with started(make_pool(session, hostile.url, warm=1)) as pool:
         await pool.wait_ready(1, timeout_s=5)
         conn = await pool.acquire()
 
-        def explode(_: object) -> None:
+        def explode(_: p.ServerMessage) -> None:
             raise RuntimeError("a bug in routing")
 
-        conn._route = explode  # type: ignore[method-assign]
+        monkeypatch.setattr(conn, "_route", explode)
         request = conn.prepare(p.SynthesizeRequest(text="anything"), want_stream=True,
                                want_format=None, want_rate=None)
         with pytest.raises(TTSReplyError, match="RuntimeError: a bug in routing"):
@@ -751,7 +753,7 @@ def http_mutation(rng: random.Random
     if kind == "endless":
         return endless_body, "oversize"
     if kind == "gzip":
-        return json_reply({"audio": TONE_B64}, **{"Content-Encoding": "gzip"}), "malformed"
+        return json_reply({"audio": TONE_B64}, 200, **{"Content-Encoding": "gzip"}), "malformed"
     if kind == "error":
         return json_reply({"error": "later", "code": "busy"}, 503), "error"
     if kind == "html":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import socket
 import ssl
 
@@ -225,6 +226,7 @@ async def test_cancelled_request_keeps_connection_when_server_acks(tts, http):
         await pool.wait_ready(1, timeout_s=5)
         client = client_for(pool, http)
         stream = client.synthesize(" ".join([SENTENCE] * 10))
+        assert inspect.isasyncgen(stream)  # a generator, so the caller can close it
         await anext(stream)
         await stream.aclose()  # barge-in: the caller stops listening mid-synthesis
         stats = pool.stats()

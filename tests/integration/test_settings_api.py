@@ -57,7 +57,9 @@ async def log_in(http, bridge, token=DEFAULT_TOKEN) -> str:
     async with http.post(f"{bridge.url}/login", data={"token": token, "next": "/settings"}) as r:
         assert r.status == 200 and r.url.path == "/settings"
         page = await r.text()
-    return re.search(r'<meta name="csrf-token" content="([^"]+)">', page).group(1)
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert found is not None, "the page carries no CSRF token"
+    return found.group(1)
 
 
 async def test_bearer_auth_missing_wrong_and_right(tts):

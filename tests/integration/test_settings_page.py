@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from playwright.async_api import FilePayload
 
 from bridge.audio.codec import wav_bytes
 from tests.browser import artifact_path, browser_page
@@ -84,8 +85,8 @@ async def test_settings_page_end_to_end(bridge_and_tts):
         await expect(page.locator("#stat-health")).to_have_text("ok")
 
         # Voice: upload a clip with its transcript, then hear a preview.
-        await page.set_input_files("#clip", files=[
-            {"name": "me.wav", "mimeType": "audio/wav", "buffer": clip_wav()}])
+        clip: FilePayload = {"name": "me.wav", "mimeType": "audio/wav", "buffer": clip_wav()}
+        await page.set_input_files("#clip", files=[clip])
         await page.fill("#transcript", "This is my voice.")
         await page.get_by_role("button", name="Upload voice").click()
         await expect(page.locator("#voice-status")).to_have_text("Voice saved.")

@@ -11,9 +11,10 @@ import re
 import stat
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -92,6 +93,15 @@ async def store(db_url) -> AsyncIterator[Store]:
     await store.close()
 
 
+T = TypeVar("T")
+
+
+def found(value: T | None) -> T:
+    """What the store found: the test fails here on None, and the checks see the type narrowed."""
+    assert value is not None
+    return value
+
+
 async def _raw(store: Store, sql: str) -> list[tuple]:
     async with store.engine.connect() as conn:
         return [tuple(row) for row in await conn.execute(sa.text(sql))]
@@ -146,7 +156,7 @@ async def test_upgrade_from_version_1_keeps_the_data(db_url):
 
     store = await Store.open(db_url, KEY)
     try:
-        old = await store.silma("old")
+        old = found(await store.silma("old"))
         assert (old.api_endpoint, old.api_key, old.is_local) == ("wss://tts.example/ws", "sk-old", True)
         assert (old.region, old.reference_audio, old.reference_text) == ("auto", None, "")
         telephony = await store.update_telephony("old", plivo_auth_id="MA1", plivo_auth_token="pt")
@@ -161,15 +171,15 @@ async def test_default_user_is_seeded_once_and_its_token_printed_once(db_url, ca
     printed = capsys.readouterr().err
     token = printed.rsplit(" ", 1)[-1].strip()
     assert "access token" in printed and len(token) == 64
-    assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
-    silma = await store.silma(DEFAULT_USER_ID)
+    assert found(await store.user_for_token(token)).id == DEFAULT_USER_ID
+    silma = found(await store.silma(DEFAULT_USER_ID))
     assert (silma.api_endpoint, silma.is_local, silma.region) == ("", False, "auto")
     await store.close()
 
     store = await Store.open(db_url, KEY)
     try:
         assert capsys.readouterr().err == ""
-        assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
+        assert found(await store.user_for_token(token)).id == DEFAULT_USER_ID
         assert await _raw(store, "SELECT count(*) FROM users") == [(1,)]
         assert await _raw(store, "SELECT count(*) FROM silma_credentials") == [(1,)]
     finally:
@@ -179,13 +189,13 @@ async def test_default_user_is_seeded_once_and_its_token_printed_once(db_url, ca
 async def test_token_from_settings_is_used_and_replaces_a_lost_one(db_url, capsys):
     store = await Store.open(db_url, KEY, default_user_token="first")
     assert capsys.readouterr().err == ""
-    assert (await store.user_for_token("first")).id == DEFAULT_USER_ID
+    assert found(await store.user_for_token("first")).id == DEFAULT_USER_ID
     await store.close()
 
     store = await Store.open(db_url, KEY, default_user_token="second")
     try:
         assert await store.user_for_token("first") is None
-        assert (await store.user_for_token("second")).id == DEFAULT_USER_ID
+        assert found(await store.user_for_token("second")).id == DEFAULT_USER_ID
     finally:
         await store.close()
 
@@ -199,13 +209,13 @@ async def test_off_a_terminal_no_token_is_made_only_a_hint_how_to_make_one(db_ur
             NO_TOKEN_HINT
         ]
         assert "rotate-token default" in NO_TOKEN_HINT and "BRIDGE_DEFAULT_USER_TOKEN" in NO_TOKEN_HINT
-        default = await store.get_user(DEFAULT_USER_ID)
+        default = found(await store.get_user(DEFAULT_USER_ID))
         assert default.is_operator
         # Its stored hash is no hash of any token: nothing anyone could send matches it.
         [(stored,)] = await _raw(store, "SELECT token_hash FROM users WHERE id = 'default'")
         assert not re.fullmatch(r"[0-9a-f]{64}", stored)
         token = await store.rotate_token(DEFAULT_USER_ID)
-        assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
+        assert found(await store.user_for_token(token)).id == DEFAULT_USER_ID
     finally:
         await store.close()
 
@@ -258,7 +268,7 @@ async def test_a_real_terminal_gets_the_token_and_it_works(db_url):
     [token] = TOKEN.findall(seen.decode())
     store = await Store.open(db_url, KEY)
     try:
-        assert (await store.user_for_token(token)).id == DEFAULT_USER_ID
+        assert found(await store.user_for_token(token)).id == DEFAULT_USER_ID
     finally:
         await store.close()
 
@@ -278,8 +288,8 @@ async def test_upgrade_to_roles_makes_the_default_user_an_operator(db_url):
 
     store = await Store.open(db_url, KEY)
     try:
-        default = await store.user_for_token("token-default")
-        old = await store.user_for_token("token-old")
+        default = found(await store.user_for_token("token-default"))
+        old = found(await store.user_for_token("token-old"))
         assert (default.id, default.role, default.is_operator) == (DEFAULT_USER_ID, "operator", True)
         assert (old.id, old.role, old.is_operator) == ("old", "user", False)
     finally:
@@ -353,7 +363,7 @@ async def test_create_user_refuses_bad_roles_and_names(store, name, role, messag
 
 async def test_a_name_of_100_printable_characters_is_fine(store):
     user, _ = await store.create_user("é" * 100)
-    assert (await store.get_user(user.id)).display_name == "é" * 100
+    assert found(await store.get_user(user.id)).display_name == "é" * 100
 
 
 async def test_rotate_token_replaces_it_at_once(store):
@@ -382,7 +392,7 @@ async def test_remove_user_deletes_the_user_and_its_settings(store):
 async def test_the_default_user_cannot_be_removed(store):
     with pytest.raises(ValueError, match="webhooks and media streams"):
         await store.remove_user(DEFAULT_USER_ID)
-    assert (await store.get_user(DEFAULT_USER_ID)).is_operator
+    assert found(await store.get_user(DEFAULT_USER_ID)).is_operator
 
 
 async def test_secrets_are_encrypted_at_rest(store):
@@ -399,7 +409,7 @@ async def test_secrets_are_encrypted_at_rest(store):
     assert (telephony.twilio_auth_token, telephony.plivo_auth_token) == (
         "tw-plain-token", "pl-plain-token"
     )
-    assert (await store.silma(DEFAULT_USER_ID)).api_key == "sk-plain-silma"
+    assert found(await store.silma(DEFAULT_USER_ID)).api_key == "sk-plain-silma"
 
 
 async def test_specification_sql_takes_effect_on_the_next_read(store):
@@ -452,12 +462,12 @@ async def test_sqlite_without_a_key_keeps_one_next_to_the_database(tmp_path):
 
     store = await Store.open(url, "")
     try:
-        assert (await store.silma(DEFAULT_USER_ID)).api_key == "sk-dev"
+        assert found(await store.silma(DEFAULT_USER_ID)).api_key == "sk-dev"
     finally:
         await store.close()
 
 @pytest.fixture
-def umask_022() -> AsyncIterator[None]:
+def umask_022() -> Iterator[None]:
     """The common umask, under which files are created world-readable unless we say otherwise."""
     previous = os.umask(0o022)
     yield

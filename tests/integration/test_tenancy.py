@@ -35,11 +35,13 @@ async def add_user(bridge: RunningBridge, name: str) -> tuple[str, str]:
 
 
 async def open_call(http: aiohttp.ClientSession, bridge: RunningBridge, call_sid: str,
-                    path: str = "", **emulator: object) -> TwilioCallEmulator:
+                    path: str = "", parameters: dict[str, str] | None = None
+                    ) -> TwilioCallEmulator:
+    """A call as the carrier places it; `parameters` replace the TwiML's stream parameters."""
     stream_url, params = await fetch_twiml(http, f"{bridge.url}/twilio/voice{path}",
                                            {"CallSid": call_sid}, None)
     call = TwilioCallEmulator(http, stream_url, call_sid=call_sid,
-                              parameters=emulator.pop("parameters", params), **emulator)
+                              parameters=params if parameters is None else parameters)
     await call.connect(greetings=1)
     return call
 

@@ -77,10 +77,10 @@ async def test_abrupt_close_leaves_no_task_behind(tts):
         await call.wait_first_media()
         assert call_tasks()
         await call.abort()
-        await wait_ended(bridge, "CAabrupt")
+        trace = await wait_ended(bridge, "CAabrupt")
         assert "CAabrupt" not in bridge.context.registry.live
         assert call_tasks() == []
-        assert bridge.context.registry.trace("CAabrupt")["end_reason"] == "socket closed"
+        assert trace["end_reason"] == "socket closed"
 
 
 async def test_malformed_messages_are_counted_and_the_call_goes_on(tts):
@@ -96,8 +96,7 @@ async def test_malformed_messages_are_counted_and_the_call_goes_on(tts):
             await call.send_raw('{"event":"teleport"}')
             await call.wait_for_marks(1)  # the greeting still plays to the end
             await call.stop()
-        await wait_ended(bridge, "CAbad")
-        trace = bridge.context.registry.trace("CAbad")
+        trace = await wait_ended(bridge, "CAbad")
     assert trace["malformed_messages"] == 3
     assert trace["utterance_traces"][0]["outcome"] == "played"
 
@@ -113,8 +112,7 @@ async def test_dtmf_gets_the_scripted_reply(tts):
             await call.send_dtmf("2")
             await call.wait_for_marks(2)
             await call.stop()
-        await wait_ended(bridge, "CAdtmf")
-        trace = bridge.context.registry.trace("CAdtmf")
+        trace = await wait_ended(bridge, "CAdtmf")
     assert trace["dtmf"] == ["2"]
     assert trace["utterance_traces"][1]["text"].startswith("Why did the packet")
 
@@ -162,8 +160,7 @@ async def test_dead_tts_server_degrades_the_call_without_crashing():
         assert report.ok, (report.error, report.protocol_violations)
         assert report.marks_echoed == 1
         assert report.bytes_received == 0
-        await wait_ended(bridge, report.call_sid)
-        utt = bridge.context.registry.trace(report.call_sid)["utterance_traces"][0]
+        utt = (await wait_ended(bridge, report.call_sid))["utterance_traces"][0]
     assert utt["outcome"] == "failed"
     assert "unreachable" in utt["error"] or "connect" in utt["error"]
     assert utt["fallback"] is True
@@ -196,7 +193,9 @@ async def test_server_shutdown_ends_live_calls_cleanly(tts):
             registry = bridge.context.registry
         # The bridge has shut down around the live call.
         assert registry.live == {}
-        assert registry.trace("CAshut")["end_reason"] in {"socket closed", "server shutdown"}
+        trace = registry.trace("CAshut")
+        assert trace is not None
+        assert trace["end_reason"] in {"socket closed", "server shutdown"}
         assert call_tasks() == []
         await call.wait_closed()
 
@@ -229,7 +228,7 @@ async def test_metrics_and_health_targets_after_a_real_call(tts):
     assert targets["pool_ready_ratio"]["ok"] is True
 
 
-async def test_a_call_part_that_dies_ends_the_call_with_its_reason(tts):
+async def test_a_call_part_that_dies_ends_the_call_with_its_reason(tts, monkeypatch):
     async with running_bridge(make_settings(), tts_url=tts.url) as bridge:
         def broken_tts(_user_id: str):
             @contextlib.asynccontextmanager
@@ -241,7 +240,7 @@ async def test_a_call_part_that_dies_ends_the_call_with_its_reason(tts):
                 yield synthesize
             return open_tts
 
-        bridge.context.tts_opener = broken_tts  # type: ignore[method-assign]
+        monkeypatch.setattr(bridge.context, "tts_opener", broken_tts)
         report = await run_call(bridge.url, max_seconds=15)
         trace = await wait_ended(bridge, report.call_sid)
     assert trace["end_reason"] == "speaker failed (RuntimeError)"  # not a silent call

@@ -10,11 +10,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.store import DEFAULT_USER_ID, Store
-from tests.integration.test_store import KEY, pg_schema
+from tests.integration.test_store import KEY, found, pg_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ class Result:
     out: str
     err: str
 
-    def json(self) -> dict[str, object]:
+    def json(self) -> dict[str, Any]:
         assert self.code == 0, self.err
         value = json.loads(self.out)  # the whole of stdout: exactly one JSON document
         assert isinstance(value, dict)
@@ -70,9 +71,9 @@ async def test_add_list_rotate_remove(db_url):
 
     store = await _open(db_url)
     try:
-        ann = await store.user_for_token(str(added["token"]))
+        ann = found(await store.user_for_token(str(added["token"])))
         assert (ann.id, ann.display_name, ann.role) == (added["user_id"], "Ann", "user")
-        ops = await store.user_for_token(str(operator["token"]))
+        ops = found(await store.user_for_token(str(operator["token"])))
         assert ops.id == operator["user_id"] and ops.is_operator
 
         listed = (await users(db_url, "list", "--json")).json()["users"]
@@ -86,14 +87,14 @@ async def test_add_list_rotate_remove(db_url):
         rotated = (await users(db_url, "rotate-token", ann.id, "--json")).json()
         assert rotated["user_id"] == ann.id and rotated["token"] != added["token"]
         assert await store.user_for_token(str(added["token"])) is None
-        assert (await store.user_for_token(str(rotated["token"]))).id == ann.id
+        assert found(await store.user_for_token(str(rotated["token"]))).id == ann.id
 
         removed = await users(db_url, "remove", ann.id)
         assert removed.code == 0 and ann.id in removed.out
         assert await store.get_user(ann.id) is None
         assert await store.user_for_token(str(rotated["token"])) is None
         assert await store.silma(ann.id) is None
-        assert (await store.get_user(ops.id)).is_operator  # the others stay
+        assert found(await store.get_user(ops.id)).is_operator  # the others stay
     finally:
         await store.close()
 
@@ -118,7 +119,7 @@ async def test_text_output_and_tokens_only_on_stdout(sqlite_url):
     store = await _open(sqlite_url)
     try:
         assert await store.user_for_token(fields["token"]) is None
-        assert (await store.user_for_token(new_token)).display_name == "Bob"
+        assert found(await store.user_for_token(new_token)).display_name == "Bob"
     finally:
         await store.close()
 
@@ -128,7 +129,7 @@ async def test_rotating_the_default_users_token_makes_it_usable(sqlite_url):
     token = (await users(sqlite_url, "rotate-token", DEFAULT_USER_ID, "--json")).json()["token"]
     store = await _open(sqlite_url)
     try:
-        default = await store.user_for_token(str(token))
+        default = found(await store.user_for_token(str(token)))
         assert default.id == DEFAULT_USER_ID and default.is_operator
     finally:
         await store.close()

@@ -104,7 +104,7 @@ class Call:
         self.run = asyncio.ensure_future(self.session.run(self.wire.closed))
         self.seq = 0
 
-    def feed(self, message: str) -> None:
+    def feed(self, message: str | bytes) -> None:
         self.session.receive(message)
 
     def start(self) -> None:

@@ -27,6 +27,11 @@ def test_call_and_utterance_spans_from_a_finished_trace():
 
     spans = {s.name: s for s in memory.get_finished_spans()}
     call, utterance = spans["call"], spans["utterance"]
+    # A finished span has all of these; the SDK types them optional for spans in progress.
+    assert utterance.parent is not None and call.context is not None
+    assert call.attributes is not None and utterance.attributes is not None
+    assert call.start_time is not None and call.end_time is not None
+    assert utterance.start_time is not None and utterance.end_time is not None
     assert utterance.parent.span_id == call.context.span_id
     assert call.attributes["call.id"] == "CA1"
     assert utterance.attributes["utterance.outcome"] == "played"
