@@ -16,8 +16,8 @@ leaves aiohttp and this asyncio protocol owns it, with public APIs only:
 - Its parser is pure Python, about 9 µs a frame: more than the task wake-up it replaces. So the
   common frame (one whole masked text or binary frame, under 64 KiB) is unmasked (with the
   masking function websockets' parser uses) and handed to the callback here; any other frame
-  (control, fragment, big, malformed) is fed to websockets whole, and while a message is
-  fragmented or the connection is not open, everything is.
+  (control, fragment, big, malformed) is fed to websockets whole, frame by frame, and once the
+  connection is closing, everything is.
   websockets therefore always parses from a frame boundary. Outgoing text frames are framed
   here too (`text_frame`); websockets frames pongs and the close.
 
@@ -157,15 +157,17 @@ class MediaSocket(asyncio.Protocol):
                 self._feed(data[pos:pos + take])
                 pos += take
                 continue
-            if self._fragments or self._ws.state is not State.OPEN:
+            if self._ws.state is not State.OPEN:  # closing: websockets takes it all
                 self._feed(data[pos:] if pos else data)
                 return
             # The fast path, inline (a call per message costs what it saves): a whole masked
-            # FIN text or binary frame with a 7- or 16-bit length.
+            # FIN text or binary frame with a 7- or 16-bit length, outside a fragmented message
+            # (inside one, such a frame is a protocol error for websockets to find).
             if end - pos < 2:
                 break
             first, length = data[pos], data[pos + 1] - _MASKED
-            if (first == _FAST_TEXT or first == _FAST_BINARY) and 0 <= length <= 126:
+            if ((first == _FAST_TEXT or first == _FAST_BINARY) and 0 <= length <= 126
+                    and not self._fragments):
                 if length < 126:
                     start = pos + 6
                 elif end - pos >= 4:
@@ -220,7 +222,8 @@ class MediaSocket(asyncio.Protocol):
     async def send(self, text: str) -> None:
         """Send a text message; waits while the transport's buffer is full (backpressure).
         ConnectionResetError once the stream is closing or closed."""
-        if self._ws.state is not State.OPEN or self._transport is None:
+        if (self._ws.state is not State.OPEN or self._transport is None
+                or self._transport.is_closing()):
             raise ConnectionResetError("the media stream is closed")
         # Framed here, not by websockets' send_text (4 µs a message, in Python): a data frame
         # changes nothing in its state, and whatever it had to send went out already.

@@ -178,6 +178,41 @@ async def test_a_frame_split_across_reads_is_put_back_together() -> None:
     assert endpoint.received == ["x" * 300, b"second"]
 
 
+def _zero_masked(first: int, payload: bytes) -> bytes:
+    """A client frame under an all-zero mask (legal, RFC 6455 5.3): its payload is as written."""
+    assert len(payload) < 126
+    return bytes((first, 0x80 | len(payload))) + bytes(4) + payload
+
+
+async def test_a_frame_right_after_a_fragmented_message_is_read_from_its_start() -> None:
+    endpoint = Endpoint(want=3)
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/ws"))
+    async with serving(endpoint) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.runner.addresses[0][1])
+        client.send_request(client.connect())
+        writer.write(b"".join(client.data_to_send()))
+        async with asyncio.timeout(10):
+            await endpoint.accepted.wait()
+            await reader.readuntil(b"\r\n\r\n")
+        socket = endpoint.socket
+        assert socket is not None
+        # A binary message whose payload looks like a whole frame: read from anywhere but its
+        # start, "evil" would come out.
+        decoy = _zero_masked(0x81, b"evil")
+        wire = (_zero_masked(0x01, b"frag") + _zero_masked(0x80, b"mented")
+                + _zero_masked(0x82, decoy) + _zero_masked(0x82, b"last"))
+        cut = len(wire) - len(decoy) - 10  # one read: the fragments, the header of the next
+        socket.reads.clear()
+        writer.write(wire[:cut])
+        async with asyncio.timeout(10):
+            await socket.reads.wait()
+        writer.write(wire[cut:])
+        async with asyncio.timeout(10):
+            await endpoint.got.wait()
+        writer.close()
+    assert endpoint.received == ["fragmented", decoy, b"last"]
+
+
 async def test_the_server_closes_with_a_code_and_the_client_sees_it() -> None:
     endpoint = Endpoint()
     async with serving(endpoint) as server, aiohttp.ClientSession() as http:
@@ -195,6 +230,23 @@ async def test_the_server_closes_with_a_code_and_the_client_sees_it() -> None:
         assert endpoint.socket.closed
         with pytest.raises(ConnectionResetError):
             await endpoint.socket.send("too late")
+
+
+async def test_a_send_after_the_connection_dropped_fails() -> None:
+    endpoint = Endpoint()
+    async with serving(endpoint) as server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.runner.addresses[0][1])
+        client = ClientProtocol(parse_uri("ws://127.0.0.1/ws"))
+        client.send_request(client.connect())
+        writer.write(b"".join(client.data_to_send()))
+        async with asyncio.timeout(10):
+            await endpoint.accepted.wait()
+        writer.transport.abort()  # gone without a close frame
+        async with asyncio.timeout(10):
+            await endpoint.ended.wait()
+        assert endpoint.socket is not None
+        with pytest.raises(ConnectionResetError):
+            await endpoint.socket.send("into the void")
 
 
 async def test_a_peer_that_never_answers_the_close_is_cut_off() -> None:
