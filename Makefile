@@ -38,7 +38,7 @@ browser:
 
 test: $(TEST_STAMP) browser
 	$(BIN)/python -m ruff check bridge tests scripts
-	$(BIN)/python -m mypy bridge
+	$(BIN)/python -m mypy bridge tests scripts
 	$(BIN)/python -m pytest -q
 
 bench: $(TEST_STAMP)
