@@ -52,6 +52,8 @@ class Endpoint:
     accepted: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     ended: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     socket: Recorder | None = None
+    gone_first: bool = False  # the connection closes before the handler accepts
+    refused: list[BaseException] = dataclasses.field(default_factory=list)
 
     def on_message(self, message: str | bytes) -> None:
         self.in_task.append(asyncio.current_task() is not None)
@@ -63,10 +65,15 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         socket = Recorder(self)
+        if self.gone_first and request.transport is not None:
+            request.transport.close()
         try:
             socket.accept(request)
         except HandshakeRefused as refused:
             return refused.response
+        except ConnectionResetError as exc:
+            self.refused.append(exc)
+            return web.StreamResponse(status=101)
         self.socket = socket
         self.accepted.set()
         await socket.wait_closed()
@@ -296,6 +303,16 @@ async def test_invalid_utf8_in_a_text_message_closes_the_stream_with_1007() -> N
         writer.close()
     assert client.close_rcvd is not None and client.close_rcvd.code == 1007
     assert endpoint.received == []
+
+
+async def test_a_connection_gone_before_the_upgrade_is_not_taken_over() -> None:
+    endpoint = Endpoint(gone_first=True)
+    async with serving(endpoint) as server, aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await http.ws_connect(server.url)
+    # (aiohttp's client tries a vanished connection twice)
+    assert {type(exc) for exc in endpoint.refused} == {ConnectionResetError}
+    assert not endpoint.accepted.is_set()
 
 
 async def test_no_websocket_upgrade_is_refused_before_any_101() -> None:
