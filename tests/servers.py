@@ -21,7 +21,7 @@ from bridge.web.services import Services, open_services
 DEFAULT_TOKEN = "test-default-user-token"  # the default user's access token in tests
 
 
-def make_settings(**tts_server: object) -> Settings:
+def make_settings(**tts_server: Any) -> Settings:
     """Test settings: our TTS server on a free port; webhooks answered unsigned (the emulated
     carriers sign only where a test gives them a token)."""
     base = load_settings(env={})
