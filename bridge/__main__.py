@@ -16,6 +16,7 @@ from bridge.settings import Settings, load_settings
 from bridge.tracing.logs import configure_logging
 
 if TYPE_CHECKING:
+    from bridge.web.app import AppConfig
     from bridge.web.services import Services
 
 
@@ -58,20 +59,22 @@ def _watch_gc_pauses() -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    from bridge.web.app import AppConfig
     from bridge.web.services import open_services
 
+    config = AppConfig.check(settings)  # a bad setting fails here, before anything opens
     # The services before the listeners, so no request finds them missing; they close after.
     async with open_services(settings) as services:
-        await _listen(settings, services)
+        await _listen(settings, services, config)
 
 
-async def _listen(settings: Settings, services: Services) -> None:
+async def _listen(settings: Settings, services: Services, config: AppConfig) -> None:
     from aiohttp import web
 
     from bridge.web.app import create_app, create_ops_app
     from bridge.web.context import CONTEXT
 
-    app = create_app(services)
+    app = create_app(services, config)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     runners = [runner]
     try:

@@ -4,6 +4,7 @@ each, the ops endpoints, and the context its handlers share."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from bridge.web.access import (
     enforce,
 )
 from bridge.web.context import CONTEXT, BridgeContext
-from bridge.web.forwarded import parse_networks
+from bridge.web.forwarded import Network, parse_networks
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
 
@@ -142,19 +143,34 @@ def _add_routes(app: web.Application, routes: Iterable[tuple[str, str, Handler, 
     check_declared(app)
 
 
-def create_app(services: Services) -> web.Application:
-    """The bridge's app on `services` (open_services), which outlive it: they close after it."""
+@dataclasses.dataclass(frozen=True)
+class AppConfig:
+    """What the app takes from settings beyond the services, checked before anything opens:
+    a bad value fails the start before the store or a TTS child is touched."""
+
+    trusted_proxies: tuple[Network, ...]
+    on_call_ended: Callable[[CallTrace], None] | None
+
+    @classmethod
+    def check(cls, settings: Settings) -> AppConfig:
+        try:
+            trusted_proxies = parse_networks(settings.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"BRIDGE_TRUSTED_PROXIES: {exc}") from None
+        return cls(trusted_proxies, _span_exporter(settings))
+
+
+def create_app(services: Services, config: AppConfig | None = None) -> web.Application:
+    """The bridge's app on `services` (open_services), which outlive it: they close after it.
+    `config` is AppConfig.check(services.settings) unless the caller checked it earlier."""
     settings = services.settings
-    try:
-        trusted_proxies = parse_networks(settings.trusted_proxies)
-    except ValueError as exc:
-        raise ConfigError(f"BRIDGE_TRUSTED_PROXIES: {exc}") from None
+    config = config or AppConfig.check(settings)
     app = web.Application(middlewares=[enforce])
     app[CONTEXT] = BridgeContext(
         services=services, stream_tokens=StreamTokens.for_secret(settings.secret_key),
         registry=CallRegistry(BridgeMetrics(services.pools.stats),
-                              on_call_ended=_span_exporter(settings)))
-    auth.install(app, trusted_proxies)
+                              on_call_ended=config.on_call_ended))
+    auth.install(app, config.trusted_proxies)
     app.on_shutdown.append(_close_streams)
     add_static(app, "/static", STATIC_DIR)
     _add_routes(app, ROUTES)

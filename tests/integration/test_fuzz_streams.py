@@ -3,7 +3,7 @@ Twilio and Plivo messages, sent over real media streams, each opened the way a p
 (answer webhook, then the stream URL that answer returned: one answer per stream).
 
 For every stream the test asserts that
-- no exception escapes the bridge: no `stream_message_handler_failed` (bridge/web/direct_ws.py),
+- no exception escapes the bridge: no `stream_message_handler_failed` (bridge/web/media_socket.py),
   no other error-level log, no "Task exception was never retrieved";
 - the pure parser (`bridge.telephony.<provider>.parse_message`) raises nothing but ProtocolError;
 - the call's `malformed_messages` equals what the pure parser refuses among the same frames sent
