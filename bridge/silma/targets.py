@@ -52,8 +52,10 @@ class TTSTargets:
 
     async def _local_url(self) -> str:
         async with self._local_lock:
-            if self._local is None:
-                server = LocalTTSServer()
+            if self._local is None or self._local.down:
+                # First need, or the child was given up on after repeated failures: a fresh
+                # server (on the old port, so pools still pointing there reconnect).
+                server = LocalTTSServer(port=None if self._local is None else self._local.port)
                 await server.start()
                 self._local = server
         return self._local.url

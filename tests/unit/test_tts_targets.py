@@ -105,9 +105,11 @@ class _Child:
     """Stands in for the local TTS server's child process, counting how often one starts."""
 
     started = 0
+    down = False  # never given up on
 
-    def __init__(self) -> None:
-        self.url = "http://127.0.0.1:1"
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or 1
+        self.url = f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         _Child.started += 1
