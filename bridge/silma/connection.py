@@ -173,11 +173,11 @@ class SilmaConnection:
     async def _handshake(ws: aiohttp.ClientWebSocketResponse, counters: ReplyCounters,
                          where: str) -> p.ServerHello | None:
         await ws.send_str(p.build_hello().decode())
-        try:
-            async with asyncio.timeout(HELLO_TIMEOUT_S):
-                msg = await ws.receive()
-        except TimeoutError:
-            return None  # a seed server may stay silent on an unknown message
+        # No answer in time fails the connect (open() turns it into TTSUnavailable): a server
+        # that accepts the socket but never speaks must not count as ready. A seed server
+        # answers an unknown message with an error, which is handled below.
+        async with asyncio.timeout(HELLO_TIMEOUT_S):
+            msg = await ws.receive()
         if msg.type != aiohttp.WSMsgType.TEXT:
             raise aiohttp.ClientError("TTS server closed during the handshake")
         try:

@@ -279,3 +279,36 @@ def test_pool_limits_validation():
     with pytest.raises(ValueError):
         make_pool(None, "http://127.0.0.1:1", size=2, warm=3)
     assert dataclasses.is_dataclass(PoolSettings)
+
+
+async def test_server_that_accepts_the_websocket_but_never_answers_is_never_ready(http):
+    """A loopback server that upgrades the socket and stays silent: no connection is handed out
+    as ready, the connects fail into the backoff, and the stats say why."""
+    accepted = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        accepted.set()
+        async for _ in ws:  # reads the hello, never answers
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", silent)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        pool = make_pool(http, f"http://127.0.0.1:{runner.addresses[0][1]}", warm=1)
+        async with started(pool):
+            async with asyncio.timeout(5):
+                await accepted.wait()
+                while pool.stats()["connect_failures"] < 1:
+                    await pool._changed.wait()
+            stats = pool.stats()
+            assert stats["ready"] == 0
+            assert stats["last_error"] == "TTS server did not answer the handshake"
+    finally:
+        await runner.cleanup()
