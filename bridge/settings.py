@@ -30,6 +30,11 @@ class SilmaSettings:
     seed: int = 42
     request_timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
+    # A piece of an utterance that fails before any of its audio was heard (busy, timeout,
+    # stall, a lost connection) is retried until this long after its first attempt.
+    retry_deadline_s: float = 8.0
+    # A request with no audio by then is stalled: it is given up and retried elsewhere.
+    first_audio_timeout_s: float = 4.0
     # Ask a server that can for 8 kHz mu-law, so the bridge skips resampling.
     request_ulaw: bool = True
     # Extra CA bundle to trust for wss:// / https:// endpoints (a private or self-signed CA).
@@ -83,6 +88,19 @@ class CallSettings:
     lead_ms: int = 200
     max_frames_per_message: int = 5
     mark_timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmissionSettings:
+    """Which new calls the bridge takes ([admission]): past its capacity a call gets a busy
+    answer instead of being answered into silence."""
+
+    max_calls: int = 0  # live calls per bridge; 0 = no fixed maximum (TTS capacity only)
+    # Empty: refuse unanswered (Twilio <Reject reason="busy"/>, Plivo <Hangup reason="busy"/>).
+    # Else this is spoken by the carrier, then the call hangs up.
+    busy_message: str = ""
+    # An admitted call's first words must be able to start within this long.
+    first_words_s: float = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +183,7 @@ class Settings:
     twilio: TwilioSettings = dataclasses.field(default_factory=TwilioSettings)
     plivo: PlivoSettings = dataclasses.field(default_factory=PlivoSettings)
     call: CallSettings = dataclasses.field(default_factory=CallSettings)
+    admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
     agent: AgentSettings = dataclasses.field(default_factory=AgentSettings)
     tts_server: TTSServerSettings = dataclasses.field(default_factory=TTSServerSettings)
 

@@ -12,7 +12,7 @@ an error), and the body goes through the same bounded parser as WebSocket replie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Protocol
 
 import aiohttp
@@ -36,11 +36,16 @@ def _ignore(_: str) -> None:
 
 
 class ConnectionSource(Protocol):
-    """Hands out a connection for one request and takes it back afterwards."""
+    """Hands out a connection for one request and takes it back afterwards.
 
-    async def acquire(self) -> SilmaConnection: ...
+    `avoid` names servers (SilmaConnection.server) a retry would rather not use again: a source
+    with several servers picks another when it can, one with a single server ignores it.
+    `failure` tells the source how the request ended when it failed (a retry_core.Kind value),
+    so it can eject a server that fails or stalls; None is a success or the caller leaving."""
 
-    def release(self, conn: SilmaConnection) -> None: ...
+    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection: ...
+
+    def release(self, conn: SilmaConnection, failure: str | None = None) -> None: ...
 
     def note_fallback(self) -> None:
         """A request went over HTTP instead."""

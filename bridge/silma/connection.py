@@ -190,6 +190,11 @@ class SilmaConnection:
             return None
         return reply if isinstance(reply, p.ServerHello) else None
 
+    @property
+    def server(self) -> str:
+        """Which server this connection reaches (its WebSocket URL, no credential in it)."""
+        return self._where
+
     # -- capabilities ------------------------------------------------------------------------
     def supports(self, capability: str) -> bool:
         return self.hello is not None and capability in self.hello.capabilities

@@ -21,6 +21,7 @@ import itertools
 import ssl
 import statistics
 import time
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
@@ -115,7 +116,8 @@ class SilmaPool:
         self._conns.clear()
 
     # -- ConnectionSource --------------------------------------------------------------------
-    async def acquire(self) -> SilmaConnection:
+    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
+        # `avoid` is ignored: this pool has one server (a Fleet spreads over several).
         if self.refused:
             raise TTSRefused("TTS server refuses WebSocket; using HTTP")
         started = self._now()
@@ -140,7 +142,7 @@ class SilmaPool:
         self._acquire_waits.append(self._now() - started)
         return conn
 
-    def release(self, conn: SilmaConnection) -> None:
+    def release(self, conn: SilmaConnection, failure: str | None = None) -> None:
         slot = self._slot_of.get(id(conn))
         if slot is not None:
             self._run(self._core.released(slot, self._now(), reusable=conn.usable))

@@ -14,6 +14,10 @@ announced by the server (`hello` reply and the health endpoint) and used only wh
                                            -> {"type":"voice_registered","voice_id":...}; then
     synthesize + "voice_id" instead of audio/reference_text; an id the server has forgotten gets
     error code "unknown_voice" (register again, then retry)
+    synthesize + "priority" (0 = a caller waits on it now, the default 1 = later) and
+    "deadline_ms" (no use after this many ms)  ("priority"): queued by priority, then age;
+    one whose deadline passes while queued is answered "timeout" instead of being rendered late
+    error + "retry_after_s"                when to try again (busy): the server's own estimate
 """
 
 from __future__ import annotations
@@ -31,12 +35,17 @@ SEED_FORMAT = "f32le"
 SEED_SAMPLE_RATE = 24000
 FORMATS = ("f32le", "s16le", "wav", "ulaw")
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
-CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate", "voice")
+CAPABILITIES = ("id", "stream", "cancel", "multiplex", "format", "sample_rate", "voice",
+                "priority")
 SPEED_RANGE = (0.5, 2.0)
 
 # Error codes: bad_request, busy, timeout, cancelled, unauthorized, internal, unknown_voice.
 MAX_VOICE_ID_CHARS = 128
 RETRYABLE_CODES = frozenset({"busy", "timeout"})
+URGENT, NORMAL = 0, 1  # priorities: a caller is waiting on it now; anything else
+MAX_PRIORITY = 9
+MAX_DEADLINE_MS = 3_600_000
+MAX_RETRY_AFTER_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +61,8 @@ class SynthesizeRequest:
     format: str | None = None
     sample_rate: int | None = None
     voice_id: str | None = None  # a registered voice, instead of audio + reference_text
+    priority: int | None = None  # URGENT or NORMAL (None: the server's default, NORMAL)
+    deadline_ms: int | None = None  # no use to the client after this long
 
     @property
     def output_format(self) -> str:
@@ -123,6 +134,7 @@ class ErrorReply:
     error: str
     id: str | None = None
     code: str = "internal"
+    retry_after_s: float | None = None  # busy: the server's estimate of when to try again
 
     @property
     def retryable(self) -> bool:
@@ -238,6 +250,14 @@ def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> Synthes
         raise RequestError("voice_id must be a registered voice's id", request_id)
     if voice_id is not None and reference_audio:
         raise RequestError("send either audio or voice_id, not both", request_id)
+    priority = message.get("priority")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= MAX_PRIORITY):
+        raise RequestError(f"priority must be an integer in 0..{MAX_PRIORITY}", request_id)
+    deadline_ms = message.get("deadline_ms")
+    if deadline_ms is not None and (
+        type(deadline_ms) is not int or not 0 < deadline_ms <= MAX_DEADLINE_MS
+    ):
+        raise RequestError(f"deadline_ms must be an integer in 1..{MAX_DEADLINE_MS}", request_id)
     return SynthesizeRequest(
         text=text,
         reference_audio=reference_audio,
@@ -249,6 +269,8 @@ def parse_synthesize(message: dict[str, Any], *, max_text_chars: int) -> Synthes
         format=fmt,
         sample_rate=rate,
         voice_id=voice_id,
+        priority=priority,
+        deadline_ms=deadline_ms,
     )
 
 
@@ -275,6 +297,10 @@ def build_synthesize(request: SynthesizeRequest) -> bytes:
         body["sample_rate"] = request.sample_rate
     if request.voice_id:
         body["voice_id"] = request.voice_id
+    if request.priority is not None:
+        body["priority"] = request.priority
+    if request.deadline_ms is not None:
+        body["deadline_ms"] = request.deadline_ms
     return _with_id(body, request.id)
 
 
@@ -344,6 +370,8 @@ def build_error(error: ErrorReply) -> bytes:
     body: dict[str, Any] = {"type": "error", "error": error.error, "code": error.code}
     if error.retryable:
         body["retryable"] = True
+    if error.retry_after_s is not None:
+        body["retry_after_s"] = round(error.retry_after_s, 3)
     return _with_id(body, error.id)
 
 
@@ -393,6 +421,17 @@ def _int(message: dict[str, Any], key: str, default: int, low: int, high: int) -
     if type(value) is not int or not low <= value <= high:
         raise _Bad(f"{key} must be an integer in {low}..{high}")
     return value
+
+
+def _retry_after(message: dict[str, Any]) -> float | None:
+    """A busy server's hint, seconds; the client caps what it honours (retry_core)."""
+    value = message.get("retry_after_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value <= MAX_RETRY_AFTER_S:
+        raise _Bad(f"retry_after_s must be a number of seconds in 0..{MAX_RETRY_AFTER_S:g}")
+    return float(value)
 
 
 def _rate(message: dict[str, Any]) -> int:
@@ -485,7 +524,8 @@ def parse_server_message(raw: str | bytes) -> ServerMessage:
             error = message.get("error", "unknown error")
             return ErrorReply(str(error)[:MAX_REPLY_TEXT_CHARS] if error is not None
                               else "unknown error", request_id,
-                              _opt_str(message, "code", MAX_VOICE_ID_CHARS, "internal"))
+                              _opt_str(message, "code", MAX_VOICE_ID_CHARS, "internal"),
+                              _retry_after(message))
         if kind == "hello":
             return ServerHello(
                 capabilities=_capabilities(message),

@@ -118,6 +118,16 @@ class BridgeMetrics:
         self.refused = Counter("bridge_refused_inputs",
                                "Inputs refused by a check or past a bound, by kind", ["kind"],
                                registry=r)
+        self.tts_retries = Counter("bridge_tts_retries",
+                                   "TTS requests tried again, by why the attempt failed",
+                                   ["reason"], registry=r)
+        self.playback_failed = Counter(
+            "bridge_playback_failed",
+            "Utterance pieces given up after retries (the agent is told), by reason",
+            ["reason"], registry=r)
+        self.calls_refused = Counter("bridge_calls_refused",
+                                     "New calls answered busy at the webhook, by reason",
+                                     ["provider", "reason"], registry=r)
         r.register(_PoolCollector(pool_stats))
         # Recent utterances for the monitoring targets: (failed, synthesis seconds or None).
         self.recent: collections.deque[tuple[bool, float | None]] = collections.deque(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import orjson
 from aiohttp import web
@@ -19,11 +20,13 @@ from bridge.tts_server.auth import is_authorized
 from bridge.tts_server.service import TTSService, error_reply
 
 STATUS = {"bad_request": 400, "unauthorized": 401, "busy": 503, "timeout": 504, "internal": 500}
-RETRY_AFTER_S = "1"
 
 
 def error_response(reply: ErrorReply, status: int | None = None) -> web.Response:
-    headers = {"Retry-After": RETRY_AFTER_S} if reply.code == "busy" else None
+    # HTTP's Retry-After is whole seconds (RFC 9110 10.2.3): rounded up, at least 1; the body's
+    # retry_after_s keeps the finer estimate.
+    headers = {"Retry-After": str(max(1, math.ceil(reply.retry_after_s or 1)))} \
+        if reply.code == "busy" else None
     return web.Response(
         body=build_error(reply),
         status=status or STATUS.get(reply.code, 500),

@@ -25,6 +25,7 @@ from bridge.errors import AudioFormatError, TTSError
 from bridge.settings import TTSServerSettings
 from bridge.silma.protocol import (
     CAPABILITIES,
+    NORMAL,
     AudioChunk,
     ClientMessage,
     ErrorReply,
@@ -106,6 +107,8 @@ class TTSService:
             "max_queue": self.scheduler.max_queue,
             "queued": self.scheduler.queued,
             "in_flight": self.scheduler.running,
+            "displaced": self.scheduler.displaced,
+            "retry_after_s": round(self.scheduler.retry_after_s(), 3),
             "voices": len(self.voices),
             **({"engine_stats": engine_health()} if callable(engine_health) else {}),
         }
@@ -158,7 +161,9 @@ class TTSService:
         try:
             utterance = self._utterance(request)
             result = await self.scheduler.run(
-                lambda: self._render(request, utterance, on_chunk, stats)
+                lambda: self._render(request, utterance, on_chunk, stats),
+                priority=NORMAL if request.priority is None else request.priority,
+                deadline_s=None if request.deadline_ms is None else request.deadline_ms / 1000,
             )
             outcome = "ok"
             return result
@@ -231,7 +236,8 @@ def error_reply(exc: Exception, request_id: str | None) -> ErrorReply:
     if isinstance(exc, RequestError):
         return ErrorReply(str(exc), exc.request_id or request_id, "bad_request")
     if isinstance(exc, Busy):
-        return ErrorReply(f"server busy: {exc}; retry later", request_id, "busy")
+        return ErrorReply(f"server busy: {exc}; retry later", request_id, "busy",
+                          exc.retry_after_s)
     if isinstance(exc, DeadlineExceeded):
         return ErrorReply(f"request deadline exceeded: {exc}", request_id, "timeout")
     if isinstance(exc, TTSError):

@@ -23,7 +23,7 @@ import random
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -615,10 +615,10 @@ class _NoSockets:
 
     fallbacks = 0
 
-    async def acquire(self) -> SilmaConnection:
+    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
         raise TTSUnavailable("no WebSocket here")
 
-    def release(self, conn: SilmaConnection) -> None:
+    def release(self, conn: SilmaConnection, failure: str | None = None) -> None:
         raise AssertionError("nothing was acquired")
 
     def note_fallback(self) -> None:

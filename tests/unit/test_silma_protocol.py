@@ -328,3 +328,26 @@ def test_reply_errors_are_tts_errors_a_speaker_handles_and_never_retryable() -> 
 def test_other_malformed_replies_raise_only_reply_errors(raw: bytes) -> None:
     with pytest.raises(TTSReplyError):
         parse_server_message(raw)
+
+
+def test_priority_deadline_and_retry_after_round_trip_and_are_bounded() -> None:
+    from bridge.silma import protocol as p
+
+    request = p.SynthesizeRequest(text="hi", priority=p.URGENT, deadline_ms=3000, id="r1")
+    parsed = p.parse_client_message(p.build_synthesize(request), max_text_chars=100)
+    assert isinstance(parsed, p.SynthesizeRequest)
+    assert (parsed.priority, parsed.deadline_ms) == (p.URGENT, 3000)
+    plain = p.parse_client_message(b'{"type":"synthesize","text":"hi"}', max_text_chars=100)
+    assert isinstance(plain, p.SynthesizeRequest)
+    assert (plain.priority, plain.deadline_ms) == (None, None)
+    for bad in ('"priority":-1', '"priority":true', '"priority":1.0', '"deadline_ms":0',
+                '"deadline_ms":"5"', f'"deadline_ms":{p.MAX_DEADLINE_MS + 1}'):
+        with pytest.raises(p.RequestError):
+            p.parse_client_message(f'{{"type":"synthesize","text":"hi",{bad}}}'.encode(),
+                                   max_text_chars=100)
+    reply = p.parse_server_message(p.build_error(p.ErrorReply("full", "r1", "busy", 0.75)))
+    assert isinstance(reply, p.ErrorReply) and reply.retry_after_s == 0.75 and reply.retryable
+    for bad in ("-1", "true", '"1"', "1e9"):
+        with pytest.raises(TTSReplyError):
+            p.parse_server_message(
+                f'{{"type":"error","error":"x","code":"busy","retry_after_s":{bad}}}')

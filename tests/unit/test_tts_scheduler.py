@@ -170,3 +170,81 @@ def test_rejects_nonsense_limits() -> None:
 
 async def _done() -> str:
     return "done"
+
+
+async def _queued(scheduler: Scheduler, count: int) -> None:
+    """Until `count` jobs wait in the queue (they enqueue on their first step)."""
+    for _ in range(100):
+        if scheduler.queued >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{scheduler.queued} queued, expected {count}")
+
+
+async def test_urgent_jobs_overtake_normal_ones_in_the_queue() -> None:
+    scheduler = Scheduler(concurrency=1, max_queue=3, deadline_s=60)
+    log: list[str] = []
+    running = Gate("running", log)
+    gates = {name: Gate(name, log) for name in ("normal-1", "normal-2", "urgent")}
+    tasks = [asyncio.create_task(scheduler.run(running))]
+    await started(running)
+    for name, priority in (("normal-1", 1), ("normal-2", 1), ("urgent", 0)):
+        tasks.append(asyncio.create_task(scheduler.run(gates[name], priority=priority)))
+        await _queued(scheduler, len(tasks) - 1)
+    for gate in (running, *gates.values()):
+        gate.release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+    assert log == ["running", "urgent", "normal-1", "normal-2"]
+
+
+async def test_an_urgent_job_at_a_full_queue_displaces_the_newest_normal_one() -> None:
+    scheduler = Scheduler(concurrency=1, max_queue=2, deadline_s=60)
+    log: list[str] = []
+    running, old, new, urgent = (Gate(n, log) for n in ("running", "old", "new", "urgent"))
+    first = asyncio.create_task(scheduler.run(running))
+    await started(running)
+    kept = asyncio.create_task(scheduler.run(old, priority=1))
+    await _queued(scheduler, 1)
+    displaced = asyncio.create_task(scheduler.run(new, priority=1))
+    await _queued(scheduler, 2)
+    chosen = asyncio.create_task(scheduler.run(urgent, priority=0))
+    with pytest.raises(Busy) as refused:
+        await asyncio.wait_for(displaced, WAIT_S)
+    assert refused.value.retry_after_s > 0
+    assert scheduler.displaced == 1
+    second = Gate("urgent-2", log)
+    second_task = asyncio.create_task(scheduler.run(second, priority=0))
+    with pytest.raises(Busy):  # the older normal job goes too
+        await asyncio.wait_for(kept, WAIT_S)
+    with pytest.raises(Busy):  # a third urgent job finds no normal one left to displace
+        await scheduler.run(Gate("late", log), priority=0)
+    assert scheduler.displaced == 2
+    for gate in (running, urgent, second):
+        gate.release.set()
+    await asyncio.wait_for(asyncio.gather(first, chosen, second_task), WAIT_S)
+    assert log == ["running", "urgent", "urgent-2"]
+
+
+async def test_a_request_deadline_shorter_than_the_servers_applies_to_queue_wait() -> None:
+    scheduler = Scheduler(concurrency=1, max_queue=1, deadline_s=60)
+    running = Gate("running", [])
+    task = asyncio.create_task(scheduler.run(running))
+    await started(running)
+    with pytest.raises(DeadlineExceeded, match=r"0\.05 s"):
+        await scheduler.run(Gate("late", []), deadline_s=0.05)
+    assert scheduler.queued == 0
+    running.release.set()
+    await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_retry_after_grows_with_the_queue_and_stays_bounded() -> None:
+    scheduler = Scheduler(concurrency=2, max_queue=50, deadline_s=60)
+    empty = scheduler.retry_after_s()
+    running = [Gate(f"r{i}", []) for i in range(2)]
+    waiting = [Gate(f"w{i}", []) for i in range(40)]
+    tasks = [asyncio.create_task(scheduler.run(g)) for g in running + waiting]
+    await _queued(scheduler, 40)
+    assert empty < scheduler.retry_after_s() <= 10.0
+    for gate in running + waiting:
+        gate.release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)

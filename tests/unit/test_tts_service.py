@@ -136,7 +136,7 @@ async def test_deadline_closes_the_engine_too() -> None:
 def test_error_replies_map_to_codes() -> None:
     cases = {
         RequestError("bad", "x"): ("bad_request", "x"),
-        Busy("full"): ("busy", "r"),
+        Busy("full", 1.0): ("busy", "r"),
         DeadlineExceeded("late"): ("timeout", "r"),
         TTSError("loading", retryable=True): ("busy", "r"),
         TTSError("broken"): ("internal", "r"),
