@@ -28,11 +28,16 @@ class AudioFormatError(BridgeError):
 
 
 class TTSError(BridgeError):
-    """Synthesis failed. `retryable` is True when the same request may succeed later."""
+    """Synthesis failed. `retryable` is True when the same request may succeed later; `code` is
+    the server's error code when it answered one (busy, timeout, unknown_voice, ...), and
+    `retry_after_s` its hint of when to try again."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, code: str = "",
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.code = code
+        self.retry_after_s = retry_after_s
 
 
 class TTSUnavailable(TTSError):

@@ -107,7 +107,8 @@ class SilmaClient:
             self.counters.refused(exc)
             raise
         if isinstance(reply, p.ErrorReply):
-            raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable)
+            raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable,
+                           code=reply.code, retry_after_s=reply.retry_after_s)
         if not isinstance(reply, p.SynthesisComplete):
             raise TTSReplyError(f"TTS server answered HTTP with {type(reply).__name__}")
         yield AudioPiece(reply.audio, reply.format, reply.sample_rate or p.SEED_SAMPLE_RATE)

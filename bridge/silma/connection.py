@@ -81,7 +81,8 @@ def _fresh(error: TTSError) -> TTSError:
     collect all their tracebacks."""
     if isinstance(error, TTSUnavailable | TTSReplyError):
         return type(error)(str(error))
-    return TTSError(str(error), retryable=error.retryable)
+    return TTSError(str(error), retryable=error.retryable, code=error.code,
+                    retry_after_s=error.retry_after_s)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -260,7 +261,8 @@ class SilmaConnection:
                         return
                     elif isinstance(reply, p.ErrorReply):
                         done = True
-                        raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable)
+                        raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable,
+                                       code=reply.code, retry_after_s=reply.retry_after_s)
         except TimeoutError:
             raise TTSError("TTS request timed out", retryable=True) from None
         except (aiohttp.ClientError, ConnectionError) as exc:
