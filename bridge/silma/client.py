@@ -27,6 +27,7 @@ from bridge.silma.connection import (
     read_capped,
 )
 from bridge.silma.endpoint import Endpoint
+from bridge.silma.retry_core import RetryBudget
 
 StepCallback = Callable[[str], None]
 
@@ -42,6 +43,9 @@ class ConnectionSource(Protocol):
     with several servers picks another when it can, one with a single server ignores it.
     `failure` tells the source how the request ended when it failed (a retry_core.Kind value),
     so it can eject a server that fails or stalls; None is a success or the caller leaving."""
+
+    # Retries of this source's requests spend it (shared by every call on the source).
+    retry_budget: RetryBudget
 
     async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection: ...
 

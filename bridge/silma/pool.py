@@ -39,6 +39,7 @@ from bridge.silma.connection import (
 )
 from bridge.silma.endpoint import Endpoint
 from bridge.silma.pool_core import Plan, PoolCore, SlotState
+from bridge.silma.retry_core import RetryBudget, RetryPolicy
 
 READY_RATIO_TARGET = 0.8
 # Our server's health body is under 2 KB; 64 KiB is plenty for any real one and bounds what a
@@ -80,6 +81,8 @@ class SilmaPool:
         self._maintainer: asyncio.Task[None] | None = None
         self._acquire_waits: collections.deque[float] = collections.deque(maxlen=1000)
         self.counters = ReplyCounters()  # shared by this pool's connections and its clients
+        policy = RetryPolicy()
+        self.retry_budget = RetryBudget(policy.budget_tokens, policy.budget_ratio)
         self.maintainer_failures = 0
         self.last_maintainer_error: str | None = None
         self.health_failures = 0

@@ -50,6 +50,7 @@ from bridge.silma.connection import SilmaConnection
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
 from bridge.silma.pools import PoolRegistry, TTSTarget
+from bridge.silma.retry_core import RetryBudget
 from bridge.web.url_guard import guarded_session
 
 RATE = 24000
@@ -614,6 +615,7 @@ class _NoSockets:
     """A ConnectionSource with no WebSocket: every request takes the HTTP fallback."""
 
     fallbacks = 0
+    retry_budget = RetryBudget(1.0, 0.5)
 
     async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
         raise TTSUnavailable("no WebSocket here")

@@ -1,0 +1,116 @@
+"""When a failed TTS request is tried again, with no I/O: the retry loop (client.py) asks, then
+sleeps or gives up as told.
+
+Pure and synchronous so every rule is a unit test with an injected rng:
+- only a failure before any audio of the piece reached the caller is retried (busy, timeout,
+  a stall past the first-audio deadline, a connection lost or not to be had); a reply we refuse
+  is never retried, and audio already heard is never replayed;
+- the delay is exponential with full jitter (so calls that failed together do not retry
+  together), and never shorter than the server's retry-after hint (itself jittered upwards);
+- a retry that would start past the utterance's deadline is not made: the caller is told;
+- retries spend a budget shared by every call on one server: a token bucket that each success
+  refills by `budget_ratio`, so while a server fails, retries stay a bounded share of the
+  requests that succeed and cannot grow into a storm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+
+
+class Kind(enum.StrEnum):
+    """Why one attempt failed; the set is a metrics label (never free text)."""
+
+    BUSY = "busy"  # the server's queue is full
+    TIMEOUT = "timeout"  # the server's deadline or ours passed
+    STALL = "stall"  # accepted, but no audio within the first-audio deadline
+    LOST = "lost"  # the connection was lost, or none could be had, before any audio
+    REFUSED = "refused"  # a reply we refuse, or an error the server says is not retryable
+    MID_STREAM = "mid_stream"  # failed after audio reached the caller: reported, not replayed
+
+
+RETRYABLE = frozenset({Kind.BUSY, Kind.TIMEOUT, Kind.STALL, Kind.LOST})
+OTHER = "other"  # a failure that is not a TTS request's (undecodable audio)
+FAILURE_REASONS = (*(k.value for k in Kind), OTHER)
+
+
+def failure_reason(error: str | None) -> str:
+    """The label of a failed utterance's error: the client's give-up message begins with its
+    Kind ("busy: ..."); anything else is OTHER."""
+    head = (error or "").split(":", 1)[0]
+    return head if head in FAILURE_REASONS else OTHER
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    deadline_s: float = 8.0  # from a piece's first attempt: no retry starts later
+    first_audio_timeout_s: float = 4.0  # a request with no audio by then is a stall
+    base_delay_s: float = 0.1  # the first retry's jitter range; doubles per attempt
+    max_delay_s: float = 2.0
+    max_retry_after_s: float = 5.0  # a server's hint past this is taken as this
+    budget_tokens: float = 20.0  # retries that may be made at once before successes refill
+    budget_ratio: float = 0.5  # tokens one success earns: retries <= half the successes
+
+    def __post_init__(self) -> None:
+        if self.first_audio_timeout_s <= 0 or self.deadline_s <= 0:
+            raise ValueError("the deadline and the first-audio timeout must be positive")
+        if not 0 < self.base_delay_s <= self.max_delay_s:
+            raise ValueError("need 0 < base_delay_s <= max_delay_s")
+        if self.budget_tokens < 0 or self.budget_ratio < 0:
+            raise ValueError("the retry budget cannot be negative")
+
+
+class RetryBudget:
+    """A token bucket: a retry spends one token, a success earns `ratio`, at most `capacity`
+    are held. Starts full, so a burst after a quiet spell is served."""
+
+    def __init__(self, capacity: float, ratio: float) -> None:
+        self.capacity = capacity
+        self.ratio = ratio
+        self.tokens = capacity
+        self.spent = 0  # retries made
+        self.refused = 0  # retries not made for want of a token
+
+    def earn(self) -> None:
+        self.tokens = min(self.capacity, self.tokens + self.ratio)
+
+    def spend(self) -> bool:
+        if self.tokens < 1:
+            self.refused += 1
+            return False
+        self.tokens -= 1
+        self.spent += 1
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    delay_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GiveUp:
+    why: str  # for people: the log line and the agent's playback_failed reason
+
+
+def decide(policy: RetryPolicy, budget: RetryBudget, *, attempt: int, kind: Kind,
+           retry_after_s: float | None, time_left_s: float,
+           rng: Callable[[], float]) -> Retry | GiveUp:
+    """After failed attempt number `attempt` (1 = the first) of kind `kind`, with `time_left_s`
+    before the deadline: retry after a delay, or give up (and why). A retry spends budget."""
+    if kind not in RETRYABLE:
+        return GiveUp("not retryable")
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+    delay = rng() * ceiling
+    if retry_after_s is not None and retry_after_s > 0:
+        hint = min(retry_after_s, policy.max_retry_after_s)
+        # Up to a quarter later than asked: callers told the same hint spread out.
+        delay = max(delay, hint * (1 + 0.25 * rng()))
+    if delay >= time_left_s:
+        return GiveUp(f"deadline of {policy.deadline_s:g} s reached after {attempt} "
+                      f"attempt{'s' if attempt > 1 else ''}")
+    if not budget.spend():
+        return GiveUp("retry budget spent (the server is failing most requests)")
+    return Retry(delay)
