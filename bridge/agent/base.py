@@ -54,17 +54,33 @@ class Interrupted:
 
 
 @dataclasses.dataclass(frozen=True)
+class PlaybackFailed:
+    """Part of an utterance will not be heard: its TTS request failed after every retry the
+    deadline allowed. Told once per lost piece, as soon as it is given up; the rest of the
+    utterance plays on, and no playback_finished follows for it.
+
+    `reason` is a fixed label (busy, timeout, stall, lost, refused, mid_stream, other);
+    `detail` is for people."""
+
+    utterance: int
+    text: str
+    failed_text: str
+    reason: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
 class CallEnded:
     reason: str
 
 
 AgentEvent = (CallStarted | SpeechStarted | SpeechEnded | Dtmf | PlaybackFinished
-              | Interrupted | CallEnded)
+              | Interrupted | PlaybackFailed | CallEnded)
 
 EVENT_NAMES: dict[type, str] = {
     CallStarted: "call_started", SpeechStarted: "speech_started", SpeechEnded: "speech_ended",
     Dtmf: "dtmf", PlaybackFinished: "playback_finished", Interrupted: "interrupted",
-    CallEnded: "call_ended",
+    PlaybackFailed: "playback_failed", CallEnded: "call_ended",
 }
 
 

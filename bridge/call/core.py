@@ -138,7 +138,6 @@ class CallCore:
         self._live: dict[int, UtteranceTrace] = {}  # said, not yet over; in order of saying
         # Failed utterances whose audio (what arrived before the failure) is still queued or
         # unconfirmed: over for the agent, yet a barge-in must still silence them.
-        self._failed_tails: set[int] = set()
         self._speech_started_at: float | None = None
         self._start_deadline: float | None = now + start_timeout_s
         self._goodbye: int | None = None  # the goodbye utterance a hang-up waits for
@@ -153,7 +152,7 @@ class CallCore:
     @property
     def speaking(self) -> bool:
         """Something said is still queued, being synthesized, on the wire or unconfirmed."""
-        return self._speech_open and not self.over and bool(self._live or self._failed_tails)
+        return self._speech_open and not self.over and bool(self._live)
 
     @property
     def live_utterances(self) -> int:
@@ -201,10 +200,12 @@ class CallCore:
     def heard(self, utt: UtteranceTrace) -> tuple[Action, ...]:
         """The provider echoed `utt`'s mark: the caller heard all of it."""
         if self._live.get(utt.index) is not utt:
-            self._failed_tails.discard(utt.index)  # a failed one's tail has played out
-            return NOTHING  # cut or failed meanwhile: its echo tells the agent nothing
+            return NOTHING  # cut meanwhile: its echo tells the agent nothing
         utt.step("playout_finished")
         utt.played_seconds = utt.sent_seconds
+        if utt.lost:  # the agent was told of each lost piece: it did not hear it all
+            utt.finish("failed")
+            return self._over(utt)
         utt.finish("played")
         return (*self._over(utt), Tell(agent_events.PlaybackFinished(utt.index, utt.text)))
 
@@ -262,12 +263,15 @@ class CallCore:
     def speech_unavailable(self, error: str) -> tuple[Action, ...]:
         return self._end(f"tts unavailable ({error})")
 
-    def utterance_spoken(self, utt: UtteranceTrace) -> tuple[Action, ...]:
-        """The speaker is done with `utt`: queued in full, or failed (then it is over now)."""
-        if utt.outcome == "failed" and self._live.get(utt.index) is utt:
-            self._failed_tails.add(utt.index)  # its mark follows what did arrive
-            return self._over(utt)
-        return NOTHING
+    def piece_failed(self, utt: UtteranceTrace, text: str, reason: str,
+                     detail: str) -> tuple[Action, ...]:
+        """The speaker gave up on one piece of `utt` after its retries: the caller will not
+        hear `text`. The agent is told now; the rest of the utterance plays on, and `utt` is
+        over when its mark comes back (or it is cut), as any other."""
+        utt.piece_lost(reason, text, detail)
+        if self.over or self._live.get(utt.index) is not utt:
+            return NOTHING
+        return (Tell(agent_events.PlaybackFailed(utt.index, utt.text, text, reason, detail)),)
 
     def part_failed(self, part: str, error: str) -> tuple[Action, ...]:
         return self._end(f"{part} failed ({error})")
@@ -290,6 +294,9 @@ class CallCore:
         waiting_goodbye = self._goodbye is not None
         self.state = CallState.ENDED
         self._start_deadline = None
+        for utt in self._live.values():
+            if utt.lost:  # part of it was never going to be heard: failed, not abandoned
+                utt.finish("failed")
         self.trace.end(self.end_reason or reason)
         over: list[Action] = [Finished(utt) for utt in self._live.values()]
         self._live.clear()
@@ -308,7 +315,6 @@ class CallCore:
     def _interrupt(self, unplayed_s: float) -> tuple[Action, ...]:
         cut = list(self._live.values())
         attribute_unplayed(cut, unplayed_s)
-        self._failed_tails.clear()  # silenced with the rest
         actions: list[Action] = [Silence()]
         for utt in cut:
             utt.step("interrupted")

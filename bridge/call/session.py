@@ -42,6 +42,7 @@ from bridge.call.sender import PacedSender, Send
 from bridge.call.speaker import Speaker, Synthesize, Utterance
 from bridge.errors import BridgeError, ProtocolError
 from bridge.settings import CallSettings
+from bridge.silma.retry_core import failure_reason
 from bridge.supervisor import Supervisor
 from bridge.telephony import events as ev
 from bridge.tracing.trace import CallTrace, UtteranceTrace
@@ -297,6 +298,12 @@ class CallSession:
                 log.warning("agent_events_dropped", call_id=self.call_id,
                             event=type(event).__name__, queued=MAX_AGENT_EVENTS)
 
+    def _piece_failed(self, utt: UtteranceTrace, text: str, error: BridgeError) -> None:
+        reason = failure_reason(str(error))
+        log.warning("tts_piece_failed", call_id=self.call_id, utterance=utt.index,
+                    reason=reason, chars=len(text), error=str(error)[:300])
+        self._do(self.core.piece_failed(utt, text, reason, str(error)[:300]))
+
     def _finished(self, utt: UtteranceTrace) -> None:
         event = self._played.pop(utt.index, None)
         if event is not None:
@@ -339,8 +346,7 @@ class CallSession:
             self._send, codec, Pacer(self._settings.lead_ms / 1000),
             max_frames=self._settings.max_frames_per_message, clock=self._loop.time,
         )
-        speaker = Speaker(synthesize, sender,
-                          on_done=lambda utt: self._do(self.core.utterance_spoken(utt)))
+        speaker = Speaker(synthesize, sender, on_piece_failed=self._piece_failed)
         self._line = _Line(codec, sender, speaker)
         self._do(self.core.speech_opened())
         for utt in self._unspoken:

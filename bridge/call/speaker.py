@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import structlog
 
@@ -17,7 +18,7 @@ from bridge.audio.framer import Framer
 from bridge.audio.pipeline import TelephonyEncoder
 from bridge.call.segment import Segmenter
 from bridge.call.sender import PacedSender
-from bridge.errors import AudioFormatError, BridgeError, TTSError
+from bridge.errors import BridgeError
 from bridge.silma.connection import AudioPiece
 from bridge.supervisor import Supervisor
 from bridge.tracing.trace import UtteranceTrace
@@ -27,8 +28,20 @@ ULAW_RATE = 8000
 # One utterance's text, however many partial says stream it: some ten minutes of speech.
 MAX_UTTERANCE_CHARS = 10_000
 
-Synthesize = Callable[[str, Callable[[str], None]], AsyncIterator[AudioPiece]]
+
+
+class Synthesize(Protocol):
+    """One piece's audio (SilmaClient.synthesize): `on_step` hears its progress, `urgent` says
+    a caller is waiting on it now."""
+
+    def __call__(self, text: str, on_step: Callable[[str], None], *,
+                 urgent: bool) -> AsyncIterator[AudioPiece]: ...
+
+
+# A piece given up after its retries, or whose audio cannot be decoded: the utterance goes on.
+PieceFailed = Callable[[UtteranceTrace, str, BridgeError], None]
 _DONE = object()
+RETRY_STEP = "retry:"  # the client's on_step for a retry: "retry:busy" (a retry_core.Kind)
 log = structlog.get_logger("bridge.call")
 
 
@@ -91,10 +104,10 @@ class Utterance:
 
 class Speaker:
     def __init__(self, synthesize: Synthesize, sender: PacedSender,
-                 on_done: Callable[[UtteranceTrace], None]) -> None:
+                 on_piece_failed: PieceFailed) -> None:
         self._synthesize = synthesize
         self._sender = sender
-        self._on_done = on_done
+        self._on_piece_failed = on_piece_failed
         self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
         self._current: asyncio.Task[None] | None = None
 
@@ -134,7 +147,7 @@ class Speaker:
         encoder = _Encoder()
         # Pieces in flight: the one playing and the next. A slot frees when a piece is consumed.
         slots = asyncio.Semaphore(LOOKAHEAD)
-        order: asyncio.Queue[asyncio.Queue[object] | None] = asyncio.Queue()
+        order: asyncio.Queue[tuple[str, asyncio.Queue[object]] | None] = asyncio.Queue()
         # A TTS failure travels in the audio queues; anything else a fetch raises is a bug,
         # re-raised below so the speaker part fails with it.
         bugs: list[BaseException] = []
@@ -146,7 +159,7 @@ class Speaker:
                 trace.step("text_split")
                 await slots.acquire()
                 audio: asyncio.Queue[object] = asyncio.Queue()
-                order.put_nowait(audio)
+                order.put_nowait((text, audio))
                 tasks.spawn(f"fetch-{trace.index}-{fetched}",
                             self._fetch(text, audio, trace, first=not fetched))
                 fetched += 1
@@ -154,24 +167,30 @@ class Speaker:
 
         tasks.spawn(f"pieces-{trace.index}", request_pieces())
         try:
-            while (audio := await order.get()) is not None:
+            while (entry := await order.get()) is not None:
+                text, audio = entry
+                lost = False  # the rest of a piece that failed is not played
                 while (item := await audio.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise item
-                    assert isinstance(item, AudioPiece)
-                    self._sender.push_audio(trace, encoder.encode(item))
+                    if lost:
+                        continue
+                    try:
+                        if isinstance(item, BaseException):
+                            raise item
+                        assert isinstance(item, AudioPiece)
+                        self._sender.push_audio(trace, encoder.encode(item))
+                    except BridgeError as exc:  # TTSError, AudioFormatError
+                        # Given up after its retries (client.py), or undecodable: the caller
+                        # misses this piece, and the reply goes on from the next one.
+                        lost = True
+                        self._on_piece_failed(trace, text, exc)
                 slots.release()
             trace.step("synthesis_complete")
-        except (TTSError, AudioFormatError) as exc:
-            trace.finish("failed", str(exc))
-            log.warning("tts_failed", utterance=trace.index, error=str(exc))
         finally:
             await tasks.aclose()
         if bugs:
             raise bugs[0]
         self._sender.push_audio(trace, encoder.flush())
         self._sender.push_mark(trace)
-        self._on_done(trace)
 
     async def _fetch(self, text: str, queue: asyncio.Queue[object], utt: UtteranceTrace, *,
                      first: bool) -> None:
@@ -181,11 +200,13 @@ class Speaker:
         def on_step(name: str) -> None:
             if name == "fallback":
                 utt.fallback = True
+            elif name.startswith(RETRY_STEP):
+                utt.retried(name.removeprefix(RETRY_STEP))
             elif first:
                 utt.step(name)
 
         try:
-            async for piece in self._synthesize(text, on_step):
+            async for piece in self._synthesize(text, on_step, urgent=first):
                 on_step("first_audio")
                 queue.put_nowait(piece)
         except BridgeError as exc:

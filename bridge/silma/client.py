@@ -12,10 +12,15 @@ an error), and the body goes through the same bounded parser as WebSocket replie
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import random
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Protocol
 
 import aiohttp
+import structlog
 
 from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
 from bridge.silma import protocol as p
@@ -27,9 +32,18 @@ from bridge.silma.connection import (
     read_capped,
 )
 from bridge.silma.endpoint import Endpoint
-from bridge.silma.retry_core import RetryBudget
+from bridge.silma.retry_core import GiveUp, RetryBudget, RetryPolicy, classify, decide
 
 StepCallback = Callable[[str], None]
+log = structlog.get_logger("bridge.silma")
+
+
+@dataclasses.dataclass
+class _Attempt:
+    """What one try learned that the retry loop needs: the server it reached."""
+
+    server: str | None = None
+    avoid: frozenset[str] = frozenset()
 
 
 def _ignore(_: str) -> None:
@@ -59,7 +73,9 @@ class SilmaClient:
     def __init__(self, endpoint: Endpoint, source: ConnectionSource,
                  session: aiohttp.ClientSession, *, api_key: str, voice: p.SynthesizeRequest,
                  timeout_s: float, want_ulaw: bool,
-                 counters: ReplyCounters | None = None) -> None:
+                 counters: ReplyCounters | None = None,
+                 policy: RetryPolicy | None = None,
+                 rng: Callable[[], float] = random.random) -> None:
         self.endpoint = endpoint
         # The pool's counters, so refused HTTP replies show in its stats with the WebSocket's.
         self.counters = counters if counters is not None else ReplyCounters()
@@ -69,6 +85,8 @@ class SilmaClient:
         self._voice = voice  # reference audio, transcript, speed and seed; text filled per call
         self._timeout_s = timeout_s
         self._want_ulaw = want_ulaw
+        self._policy = policy if policy is not None else RetryPolicy()
+        self._rng = rng
 
     def _request(self, text: str) -> p.SynthesizeRequest:
         return p.SynthesizeRequest(
@@ -77,12 +95,48 @@ class SilmaClient:
             seed=self._voice.seed,
         )
 
-    async def synthesize(self, text: str, on_step: StepCallback = _ignore
-                         ) -> AsyncIterator[AudioPiece]:
-        """Yield the audio of `text`. Raises TTSError when neither WebSocket nor HTTP works."""
+    async def synthesize(self, text: str, on_step: StepCallback = _ignore, *,
+                         urgent: bool = False) -> AsyncIterator[AudioPiece]:
+        """Yield the audio of `text`, trying again while there is time (retry_core decides)
+        when an attempt fails before any of its audio was yielded. `urgent`: a caller is
+        waiting on this piece now (an utterance's first), so the server queues it first.
+        Raises TTSError when it gives up; the message starts with the failure's Kind."""
         request = self._request(text)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._policy.deadline_s
+        avoid: set[str] = set()
+        attempt = 0
+        while True:
+            attempt += 1
+            heard = False
+            attempt_of = _Attempt(avoid=frozenset(avoid))
+            try:
+                async for piece in self._attempt(request, on_step, attempt_of, urgent=urgent,
+                                                 time_left_s=deadline - loop.time()):
+                    heard = True
+                    yield piece
+                return
+            except TTSError as exc:
+                kind = classify(exc, heard=heard)
+                if attempt_of.server is not None:
+                    avoid.add(attempt_of.server)
+                decision = decide(self._policy, self._source.retry_budget, attempt=attempt,
+                                  kind=kind, retry_after_s=exc.retry_after_s,
+                                  time_left_s=deadline - loop.time(), rng=self._rng)
+                if isinstance(decision, GiveUp):  # logged by the speaker, with the call's context
+                    raise TTSError(f"{kind.value}: {decision.why}: {exc}"[:500],
+                                   code=exc.code) from exc
+                log.debug("tts_retry", reason=kind.value, attempt=attempt,
+                          delay_s=round(decision.delay_s, 3), error=str(exc)[:200])
+                on_step(f"retry:{kind.value}")
+                await asyncio.sleep(decision.delay_s)  # the backoff itself: nothing to wait on
+
+    async def _attempt(self, request: p.SynthesizeRequest, on_step: StepCallback,
+                       attempt: _Attempt, *, urgent: bool, time_left_s: float
+                       ) -> AsyncIterator[AudioPiece]:
+        """One try: a pooled WebSocket when one can be had, else HTTP."""
         try:
-            conn = await self._source.acquire()
+            conn = await self._source.acquire(avoid=attempt.avoid)
         except TTSUnavailable:
             conn = None
         on_step("pool_wait_done")
@@ -92,32 +146,64 @@ class SilmaClient:
             async for piece in self._over_http(request, on_step):
                 yield piece
             return
+        attempt.server = conn.server
+        failure: str | None = None
         try:
             wire = conn.prepare(request, want_stream=True,
                                 want_format="ulaw" if self._want_ulaw else None,
                                 want_rate=8000 if self._want_ulaw else None)
+            if conn.supports("priority"):
+                wire = dataclasses.replace(
+                    wire, priority=p.URGENT if urgent else p.NORMAL,
+                    deadline_ms=max(1, min(p.MAX_DEADLINE_MS, int(time_left_s * 1000))))
             on_step("request_sent")
-            async for piece in conn.synthesize(wire, self._timeout_s):
-                yield piece
+            async with contextlib.aclosing(conn.synthesize(wire, self._timeout_s)) as pieces:
+                async for piece in self._stall_guarded(pieces):
+                    yield piece
+        except TTSError as exc:
+            failure = classify(exc, heard=False).value
+            raise
         finally:
-            self._source.release(conn)
+            self._source.release(conn, failure)
+
+    async def _stall_guarded(self, pieces: AsyncIterator[AudioPiece]
+                             ) -> AsyncIterator[AudioPiece]:
+        """`pieces`, failed as a stall when the first has not come within the first-audio
+        deadline (the request is then abandoned: cancelled on the server, or the socket
+        retired)."""
+        try:
+            async with asyncio.timeout(self._policy.first_audio_timeout_s):
+                first = await anext(pieces, None)
+        except TimeoutError:
+            raise TTSError(f"stalled: no audio within "
+                           f"{self._policy.first_audio_timeout_s:g} s", code="stall") from None
+        if first is None:
+            return
+        yield first
+        async for piece in pieces:
+            yield piece
 
     async def _over_http(self, request: p.SynthesizeRequest, on_step: StepCallback
                          ) -> AsyncIterator[AudioPiece]:
         on_step("request_sent")
         try:
-            reply = await self._http_reply(request)
+            reply, retry_after = await self._http_reply(request)
         except TTSReplyError as exc:
             self.counters.refused(exc)
             raise
         if isinstance(reply, p.ErrorReply):
+            # The body's estimate is finer than the header's whole seconds: it wins.
             raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable,
-                           code=reply.code, retry_after_s=reply.retry_after_s)
+                           code=reply.code,
+                           retry_after_s=reply.retry_after_s if reply.retry_after_s is not None
+                           else retry_after)
         if not isinstance(reply, p.SynthesisComplete):
             raise TTSReplyError(f"TTS server answered HTTP with {type(reply).__name__}")
         yield AudioPiece(reply.audio, reply.format, reply.sample_rate or p.SEED_SAMPLE_RATE)
 
-    async def _http_reply(self, request: p.SynthesizeRequest) -> p.ServerMessage:
+    async def _http_reply(self, request: p.SynthesizeRequest
+                          ) -> tuple[p.ServerMessage, float | None]:
+        """The parsed reply, and the Retry-After header's seconds when it carries some."""
         try:
             async with self._session.post(
                 self.endpoint.synthesize_url, data=p.build_synthesize(request),
@@ -135,11 +221,20 @@ class SilmaClient:
                                         "only identity is accepted")
                 body = await read_capped(response, p.MAX_REPLY_BYTES, "the TTS HTTP reply")
                 status = response.status
+                retry_after = _retry_after_header(response.headers.get("Retry-After"))
         except TimeoutError:  # before OSError, of which it is a subclass
             raise TTSError("TTS request over HTTP timed out", retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TTSUnavailable(f"TTS server unreachable over HTTP: {exc}") from exc
         try:
-            return p.parse_server_message(body)
+            return p.parse_server_message(body), retry_after
         except TTSReplyError as exc:
             raise type(exc)(f"TTS server answered HTTP {status}: {exc}") from exc
+
+
+def _retry_after_header(value: str | None) -> float | None:
+    """Retry-After in delta-seconds (RFC 9110 10.2.3); an HTTP date or junk is not used (the
+    backoff applies alone), and the value is bounded like the WebSocket's hint."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), p.MAX_RETRY_AFTER_S)

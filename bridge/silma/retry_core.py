@@ -19,6 +19,8 @@ import dataclasses
 import enum
 from collections.abc import Callable
 
+from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
+
 
 class Kind(enum.StrEnum):
     """Why one attempt failed; the set is a metrics label (never free text)."""
@@ -41,6 +43,23 @@ def failure_reason(error: str | None) -> str:
     Kind ("busy: ..."); anything else is OTHER."""
     head = (error or "").split(":", 1)[0]
     return head if head in FAILURE_REASONS else OTHER
+
+
+def classify(error: TTSError, *, heard: bool) -> Kind:
+    """Why one attempt failed, from its error and whether any of its audio was passed on."""
+    if heard:
+        return Kind.MID_STREAM
+    if isinstance(error, TTSReplyError):
+        return Kind.REFUSED
+    if isinstance(error, TTSUnavailable):
+        return Kind.LOST
+    if error.code == "stall":
+        return Kind.STALL
+    if error.code == "busy":
+        return Kind.BUSY
+    if error.code == "timeout" or (error.retryable and not error.code):
+        return Kind.TIMEOUT  # the server's deadline, or ours (no code: a local timeout)
+    return Kind.REFUSED
 
 
 @dataclasses.dataclass(frozen=True)

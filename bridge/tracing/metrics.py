@@ -150,6 +150,10 @@ class BridgeMetrics:
             self.fallbacks.inc()
         if utt.underruns:
             self.underruns.inc(utt.underruns)
+        for reason, count in utt.retries.items():
+            self.tts_retries.labels(reason).inc(count)
+        for reason, _ in utt.lost:
+            self.playback_failed.labels(reason).inc()
 
     def refuse(self, kind: str) -> None:
         """Count one refused input; `kind` is one of a fixed set of names (a label value)."""

@@ -64,6 +64,18 @@ class UtteranceTrace:
     outcome: str = "pending"  # pending | played | interrupted | failed | abandoned
     error: str | None = None
     fallback: bool = False
+    # Requests tried again, by why the attempt failed (a retry_core.Kind value).
+    retries: Counter[str] = dataclasses.field(default_factory=Counter)
+    # Pieces the caller will not hear, given up after their retries: (reason, text).
+    lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def retried(self, reason: str) -> None:
+        self.retries[reason] += 1
+
+    def piece_lost(self, reason: str, text: str, detail: str) -> None:
+        self.lost.append((reason, text))
+        if self.error is None:
+            self.error = detail
 
     def step(self, name: str) -> None:
         """Record a step the first time it happens; later repeats keep the first timestamp."""
@@ -80,7 +92,7 @@ class UtteranceTrace:
     def finish(self, outcome: str, error: str | None = None) -> None:
         if self.outcome == "pending":
             self.outcome = outcome
-            self.error = error
+            self.error = error or self.error  # a lost piece's reason outlives a later cut
 
     def derived(self) -> dict[str, float | None]:
         return {name: _ms(self.at(a), self.at(b)) for name, (a, b) in DERIVED.items()}
@@ -92,6 +104,8 @@ class UtteranceTrace:
             "outcome": self.outcome,
             "error": self.error,
             "fallback": self.fallback,
+            "retries": dict(self.retries),
+            "lost_text": [text for _, text in self.lost],
             "audio_seconds": round(self.audio_seconds, 3),
             "played_seconds": None if self.played_seconds is None
             else round(self.played_seconds, 3),

@@ -149,23 +149,41 @@ def test_the_pending_bound_refuses_a_say_but_not_a_goodbye():
     assert core.live_utterances == MAX_PENDING_UTTERANCES
 
 
-def test_a_failed_utterance_is_over_at_once_and_its_echo_tells_nothing():
+def test_a_lost_piece_is_told_at_once_and_the_utterance_plays_on_until_its_echo():
     core = live_core()
-    utt = core.admit_utterance()
-    utt.finish("failed", "tts busy")
-    assert finished(core.utterance_spoken(utt)) == [utt.index]
-    assert core.live_utterances == 0
-    # The audio that did arrive still plays: a barge-in meanwhile silences it.
-    assert core.speaking
-    assert core.heard(utt) == ()
+    utt = sent(core.admit_utterance(), 1.0, "First part. Second part.")
+    actions = core.piece_failed(utt, "Second part.", "busy", "busy: deadline of 8 s reached")
+    assert told(actions) == [agent_events.PlaybackFailed(
+        utt.index, "First part. Second part.", "Second part.", "busy",
+        "busy: deadline of 8 s reached")]
+    assert finished(actions) == []  # the first part still plays: a barge-in would cut it
+    assert core.speaking and core.live_utterances == 1
+    echo = core.heard(utt)
+    assert finished(echo) == [utt.index] and told(echo) == []  # no playback_finished
+    assert utt.outcome == "failed" and utt.error == "busy: deadline of 8 s reached"
+    assert utt.lost == [("busy", "Second part.")]
     assert not core.speaking
 
 
-def test_a_spoken_utterance_stays_live_until_heard():
+def test_every_lost_piece_is_told_and_a_cut_utterance_keeps_its_reason():
+    core = live_core()
+    utt = sent(core.admit_utterance(), 2.0, "one two three four")
+    core.piece_failed(utt, "one two", "stall", "stall: no audio")
+    second = core.piece_failed(utt, "three four", "lost", "lost: connection")
+    assert [e.failed_text for e in told(second)
+            if isinstance(e, agent_events.PlaybackFailed)] == ["three four"]
+    assert len(told(second)) == 1
+    cut = core.speech_started(at_s=1.0, unplayed_s=1.0)
+    assert utt.outcome == "interrupted" and utt.error == "stall: no audio"
+    assert [type(e) for e in told(cut)] == [agent_events.Interrupted, agent_events.SpeechStarted]
+    assert core.piece_failed(utt, "late", "busy", "x") == ()  # over: nothing more to tell
+
+
+def test_a_piece_lost_after_the_call_ended_tells_nothing():
     core = live_core()
     utt = core.admit_utterance()
-    assert core.utterance_spoken(utt) == ()
-    assert core.speaking
+    core.stopped()
+    assert core.piece_failed(utt, "text", "busy", "busy") == ()
 
 
 # -- barge-in and clear ------------------------------------------------------------------------

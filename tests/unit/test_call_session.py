@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
-from bridge.agent.base import AgentEvent, CallControl, CallEnded, Dtmf, PlaybackFinished
+from bridge.agent.base import (
+    AgentEvent,
+    CallControl,
+    CallEnded,
+    Dtmf,
+    PlaybackFailed,
+    PlaybackFinished,
+)
 from bridge.agent.scripted import ScriptedAgent
 from bridge.call.registry import CallRegistry
 from bridge.call.session import CallSession
@@ -55,7 +62,8 @@ class Wire:
 
 
 def speech(seconds: float = 0.2) -> Synthesize:
-    async def synthesize(text: str, on_step: Callable[[str], None]) -> AsyncIterator[AudioPiece]:
+    async def synthesize(text: str, on_step: Callable[[str], None], *,
+                          urgent: bool) -> AsyncIterator[AudioPiece]:
         on_step("request_sent")
         yield AudioPiece(b"\x7f" * int(8000 * seconds), "ulaw", 8000)
 
@@ -197,7 +205,8 @@ async def test_a_tts_that_cannot_open_ends_the_call_with_the_reason():
 
 
 async def test_a_speaker_bug_ends_the_call_with_the_part_and_error_named():
-    async def buggy(text: str, on_step: Callable[[str], None]) -> AsyncIterator[AudioPiece]:
+    async def buggy(text: str, on_step: Callable[[str], None], *,
+                          urgent: bool) -> AsyncIterator[AudioPiece]:
         yield AudioPiece(b"\x7f" * 160, "ulaw", 8000)
         raise ZeroDivisionError("a bug, not a TTS failure")
 
@@ -207,8 +216,9 @@ async def test_a_speaker_bug_ends_the_call_with_the_part_and_error_named():
     assert trace["end_reason"] == "speaker failed (ZeroDivisionError)"
 
 
-async def test_a_tts_failure_fails_the_utterance_not_the_call():
-    async def refusing(text: str, on_step: Callable[[str], None]) -> AsyncIterator[AudioPiece]:
+async def test_a_tts_failure_fails_the_utterance_not_the_call_and_the_agent_is_told():
+    async def refusing(text: str, on_step: Callable[[str], None], *,
+                          urgent: bool) -> AsyncIterator[AudioPiece]:
         raise TTSError("busy", retryable=True)
         yield AudioPiece(b"", "ulaw", 8000)  # pragma: no cover - an async generator
 
@@ -220,6 +230,9 @@ async def test_a_tts_failure_fails_the_utterance_not_the_call():
     trace = await call.ended()
     assert trace["utterance_traces"][0]["outcome"] == "failed"  # type: ignore[index]
     assert trace["end_reason"] == "socket closed"
+    failed = [e for e in call.agent.events if isinstance(e, PlaybackFailed)]
+    assert [(e.utterance, e.reason, e.detail) for e in failed] == [(0, "busy", "busy")]
+    assert not any(isinstance(e, PlaybackFinished) for e in call.agent.events)
 
 
 async def test_a_stream_for_another_call_is_ended_and_never_registered():
