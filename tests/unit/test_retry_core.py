@@ -1,0 +1,113 @@
+"""retry_core: which failures are retried, the backoff, the server's hint, the deadline and the
+budget. The jitter is an injected rng, so every delay is known exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
+from bridge.silma.retry_core import (
+    RETRYABLE,
+    GiveUp,
+    Kind,
+    Retry,
+    RetryBudget,
+    RetryPolicy,
+    classify,
+    decide,
+    failure_reason,
+)
+
+POLICY = RetryPolicy(deadline_s=8.0, base_delay_s=0.1, max_delay_s=2.0, max_retry_after_s=5.0)
+
+
+def budget(tokens: float = 20.0) -> RetryBudget:
+    return RetryBudget(tokens, 0.5)
+
+
+def fixed(value: float):  # type: ignore[no-untyped-def]
+    return lambda: value
+
+
+@pytest.mark.parametrize("kind", sorted(RETRYABLE))
+def test_retryable_kinds_are_retried_while_there_is_time(kind: Kind) -> None:
+    decision = decide(POLICY, budget(), attempt=1, kind=kind, retry_after_s=None,
+                      time_left_s=5.0, rng=fixed(0.5))
+    assert decision == Retry(0.05)
+
+
+@pytest.mark.parametrize("kind", [Kind.REFUSED, Kind.MID_STREAM])
+def test_refused_and_mid_stream_are_never_retried(kind: Kind) -> None:
+    b = budget()
+    decision = decide(POLICY, b, attempt=1, kind=kind, retry_after_s=None, time_left_s=5.0,
+                      rng=fixed(0.5))
+    assert isinstance(decision, GiveUp) and b.spent == 0
+
+
+def test_backoff_doubles_per_attempt_up_to_its_cap() -> None:
+    delays = []
+    for attempt in range(1, 8):
+        d = decide(POLICY, budget(), attempt=attempt, kind=Kind.BUSY, retry_after_s=None,
+                   time_left_s=100.0, rng=fixed(1.0))
+        assert isinstance(d, Retry)
+        delays.append(d.delay_s)
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+
+
+def test_the_servers_retry_after_is_honoured_and_spread_by_up_to_a_quarter() -> None:
+    low = decide(POLICY, budget(), attempt=1, kind=Kind.BUSY, retry_after_s=1.5,
+                 time_left_s=5.0, rng=fixed(0.0))
+    high = decide(POLICY, budget(), attempt=1, kind=Kind.BUSY, retry_after_s=1.5,
+                  time_left_s=5.0, rng=fixed(1.0))
+    assert low == Retry(1.5) and high == Retry(1.875)
+
+
+def test_a_huge_retry_after_is_bounded() -> None:
+    d = decide(POLICY, budget(), attempt=1, kind=Kind.BUSY, retry_after_s=3600.0,
+               time_left_s=100.0, rng=fixed(0.0))
+    assert d == Retry(5.0)
+
+
+def test_no_retry_starts_past_the_deadline() -> None:
+    d = decide(POLICY, budget(), attempt=3, kind=Kind.BUSY, retry_after_s=2.0,
+               time_left_s=1.0, rng=fixed(0.0))
+    assert isinstance(d, GiveUp)
+    assert d.why == "deadline of 8 s reached after 3 attempts"
+
+
+def test_the_budget_stops_a_retry_storm_and_successes_refill_it() -> None:
+    b = budget(2.0)
+    kw = dict(kind=Kind.BUSY, retry_after_s=None, time_left_s=5.0, rng=fixed(0.0))
+    assert isinstance(decide(POLICY, b, attempt=1, **kw), Retry)  # type: ignore[arg-type]
+    assert isinstance(decide(POLICY, b, attempt=1, **kw), Retry)  # type: ignore[arg-type]
+    spent = decide(POLICY, b, attempt=1, **kw)  # type: ignore[arg-type]
+    assert isinstance(spent, GiveUp) and "budget" in spent.why and b.refused == 1
+    b.earn()
+    b.earn()
+    assert isinstance(decide(POLICY, b, attempt=1, **kw), Retry)  # type: ignore[arg-type]
+    assert b.spent == 3
+
+
+def test_classify() -> None:
+    assert classify(TTSError("x", code="busy", retryable=True), heard=False) is Kind.BUSY
+    assert classify(TTSError("x", code="timeout", retryable=True), heard=False) is Kind.TIMEOUT
+    assert classify(TTSError("x", retryable=True), heard=False) is Kind.TIMEOUT
+    assert classify(TTSError("x", code="stall"), heard=False) is Kind.STALL
+    assert classify(TTSUnavailable("gone"), heard=False) is Kind.LOST
+    assert classify(TTSReplyError("bad"), heard=False) is Kind.REFUSED
+    assert classify(TTSError("x", code="bad_request"), heard=False) is Kind.REFUSED
+    assert classify(TTSUnavailable("gone"), heard=True) is Kind.MID_STREAM
+
+
+def test_failure_reason_is_a_fixed_label() -> None:
+    assert failure_reason("busy: deadline of 8 s reached after 5 attempts") == "busy"
+    assert failure_reason("mid_stream: not retryable: lost") == "mid_stream"
+    assert failure_reason("https://user:secret@host: junk") == "other"
+    assert failure_reason(None) == "other"
+
+
+def test_policy_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(deadline_s=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(base_delay_s=3.0, max_delay_s=2.0)
