@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from typing import Protocol
 
 import aiohttp
@@ -111,10 +111,14 @@ class SilmaClient:
             heard = False
             attempt_of = _Attempt(avoid=frozenset(avoid))
             try:
-                async for piece in self._attempt(request, on_step, attempt_of, urgent=urgent,
-                                                 time_left_s=deadline - loop.time()):
-                    heard = True
-                    yield piece
+                # aclosing: a caller who stops listening (barge-in) releases the connection
+                # now, not when the abandoned generator is collected.
+                async with contextlib.aclosing(self._attempt(
+                        request, on_step, attempt_of, urgent=urgent,
+                        time_left_s=deadline - loop.time())) as pieces:
+                    async for piece in pieces:
+                        heard = True
+                        yield piece
                 return
             except TTSError as exc:
                 kind = classify(exc, heard=heard)
@@ -124,8 +128,7 @@ class SilmaClient:
                                   kind=kind, retry_after_s=exc.retry_after_s,
                                   time_left_s=deadline - loop.time(), rng=self._rng)
                 if isinstance(decision, GiveUp):  # logged by the speaker, with the call's context
-                    raise TTSError(f"{kind.value}: {decision.why}: {exc}"[:500],
-                                   code=exc.code) from exc
+                    raise _given_up(exc, f"{kind.value}: {decision.why}: {exc}"[:500]) from exc
                 log.debug("tts_retry", reason=kind.value, attempt=attempt,
                           delay_s=round(decision.delay_s, 3), error=str(exc)[:200])
                 on_step(f"retry:{kind.value}")
@@ -133,7 +136,7 @@ class SilmaClient:
 
     async def _attempt(self, request: p.SynthesizeRequest, on_step: StepCallback,
                        attempt: _Attempt, *, urgent: bool, time_left_s: float
-                       ) -> AsyncIterator[AudioPiece]:
+                       ) -> AsyncGenerator[AudioPiece, None]:
         """One try: a pooled WebSocket when one can be had, else HTTP."""
         try:
             conn = await self._source.acquire(avoid=attempt.avoid)
@@ -157,8 +160,9 @@ class SilmaClient:
                     wire, priority=p.URGENT if urgent else p.NORMAL,
                     deadline_ms=max(1, min(p.MAX_DEADLINE_MS, int(time_left_s * 1000))))
             on_step("request_sent")
-            async with contextlib.aclosing(conn.synthesize(wire, self._timeout_s)) as pieces:
-                async for piece in self._stall_guarded(pieces):
+            async with (contextlib.aclosing(conn.synthesize(wire, self._timeout_s)) as pieces,
+                        contextlib.aclosing(self._stall_guarded(pieces)) as guarded):
+                async for piece in guarded:
                     yield piece
         except TTSError as exc:
             failure = classify(exc, heard=False).value
@@ -167,7 +171,7 @@ class SilmaClient:
             self._source.release(conn, failure)
 
     async def _stall_guarded(self, pieces: AsyncIterator[AudioPiece]
-                             ) -> AsyncIterator[AudioPiece]:
+                             ) -> AsyncGenerator[AudioPiece, None]:
         """`pieces`, failed as a stall when the first has not come within the first-audio
         deadline (the request is then abandoned: cancelled on the server, or the socket
         retired)."""
@@ -230,6 +234,16 @@ class SilmaClient:
             return p.parse_server_message(body), retry_after
         except TTSReplyError as exc:
             raise type(exc)(f"TTS server answered HTTP {status}: {exc}") from exc
+
+
+def _given_up(exc: TTSError, message: str) -> TTSError:
+    """The last attempt's error under the give-up's message (its Kind first, for
+    failure_reason): of the same class, so a caller that tells unreachable from refused still
+    can."""
+    if isinstance(exc, (TTSUnavailable, TTSReplyError)):
+        return type(exc)(message)
+    return TTSError(message, retryable=exc.retryable, code=exc.code,
+                    retry_after_s=exc.retry_after_s)
 
 
 def _retry_after_header(value: str | None) -> float | None:
