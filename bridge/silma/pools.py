@@ -27,6 +27,7 @@ from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
+from bridge.silma.retry_core import RetryPolicy
 
 PoolKey = tuple[str, str, bool]  # (WebSocket URL, hash of the API key, user_chosen)
 
@@ -60,8 +61,10 @@ class PoolRegistry:
     def __init__(self, session: aiohttp.ClientSession, settings: PoolSettings, *,
                  connect_timeout_s: float, request_timeout_s: float, want_ulaw: bool,
                  ssl_context: ssl.SSLContext | bool = True,
-                 guarded_session: aiohttp.ClientSession | None = None) -> None:
+                 guarded_session: aiohttp.ClientSession | None = None,
+                 retry_policy: RetryPolicy | None = None) -> None:
         self._session = session
+        self._retry_policy = retry_policy if retry_policy is not None else RetryPolicy()
         self._guarded = guarded_session
         self._settings = settings
         self._connect_timeout_s = connect_timeout_s
@@ -102,7 +105,7 @@ class PoolRegistry:
         client = SilmaClient(pool.endpoint, pool, self.session_for(target),
                              api_key=target.api_key, voice=target.voice,
                              timeout_s=self._request_timeout_s, want_ulaw=self._want_ulaw,
-                             counters=pool.counters)
+                             counters=pool.counters, policy=self._retry_policy)
         try:
             yield client
         finally:

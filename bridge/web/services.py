@@ -20,6 +20,7 @@ from bridge.settings import Settings, SilmaSettings
 from bridge.silma import protocol as p
 from bridge.silma.pools import PoolRegistry
 from bridge.silma.regions import AUTO, REGIONS, RegionSelector
+from bridge.silma.retry_core import RetryPolicy
 from bridge.silma.targets import TTSTargets
 from bridge.store import DEFAULT_USER_ID, Store
 from bridge.web.url_guard import guarded_session
@@ -85,7 +86,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         pools = PoolRegistry(http, settings.pool, connect_timeout_s=silma.connect_timeout_s,
                              request_timeout_s=silma.request_timeout_s,
                              want_ulaw=silma.request_ulaw, ssl_context=tls,
-                             guarded_session=guarded)
+                             guarded_session=guarded,
+                             retry_policy=RetryPolicy(
+                                 deadline_s=silma.retry_deadline_s,
+                                 first_audio_timeout_s=silma.first_audio_timeout_s))
         stack.push_async_callback(pools.close)  # before the sessions and the local server
         services = Services(settings, store, http, pools, regions, targets)
         if regions.endpoints:
