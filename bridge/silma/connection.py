@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import itertools
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
 import structlog
@@ -231,7 +231,7 @@ class SilmaConnection:
         )
 
     async def synthesize(self, request: p.SynthesizeRequest,
-                         timeout_s: float) -> AsyncIterator[AudioPiece]:
+                         timeout_s: float) -> AsyncGenerator[AudioPiece, None]:
         """Send one request and yield its audio as it arrives.
 
         Leaving the iteration early (cancellation, barge-in) cancels the request on the server
