@@ -40,6 +40,7 @@ class PacedSender:
         self._max_bytes = max_frames * FRAME_BYTES
         self._clock = clock
         self._outbox: collections.deque[_Frames | _Mark] = collections.deque()
+        self._queued_bytes = 0  # audio in the outbox
         self._wake = asyncio.Event()
         self._pending_marks: dict[str, UtteranceTrace] = {}
         self._sending: UtteranceTrace | None = None  # utterance whose frames are on the wire
@@ -49,6 +50,7 @@ class PacedSender:
         if data:
             utt.audio_seconds += len(data) / FRAME_BYTES * self._pacer.frame_s
             self._outbox.append(_Frames(utt, data))
+            self._queued_bytes += len(data)
             self._wake.set()
 
     def push_mark(self, utt: UtteranceTrace) -> None:
@@ -60,6 +62,7 @@ class PacedSender:
         cut = {item.utt.index: item.utt for item in self._outbox}
         cut.update({u.index: u for u in self._pending_marks.values()})
         self._outbox.clear()
+        self._queued_bytes = 0
         self._pending_marks.clear()
         self._sending = None
         self._pacer.reset(self._clock())
@@ -78,6 +81,15 @@ class PacedSender:
     def unplayed_seconds(self) -> float:
         """Audio sent that the provider has not played yet (by our playout model)."""
         return self._pacer.buffered(self._clock())
+
+    def audio_runs_out_at(self) -> float:
+        """When (this sender's clock) the caller will have heard all audio given to it so far,
+        queued here or sent: in the past when the line has been quiet since then."""
+        play_end = self._pacer.play_end
+        if not self._queued_bytes:
+            return play_end
+        queued_s = self._queued_bytes / FRAME_BYTES * self._pacer.frame_s
+        return max(play_end, self._clock()) + queued_s
 
     @property
     def pending_marks(self) -> int:
@@ -115,6 +127,7 @@ class PacedSender:
         return total
 
     def _take(self, nbytes: int) -> bytes:
+        self._queued_bytes -= nbytes
         parts: list[bytes] = []
         while nbytes > 0:
             head = self._outbox[0]

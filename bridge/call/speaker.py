@@ -32,10 +32,10 @@ MAX_UTTERANCE_CHARS = 10_000
 
 class Synthesize(Protocol):
     """One piece's audio (SilmaClient.synthesize): `on_step` hears its progress, `urgent` says
-    a caller is waiting on it now."""
+    a caller is waiting on it now, `needed_at` when (loop time) the audio ahead of it runs out."""
 
-    def __call__(self, text: str, on_step: Callable[[str], None], *,
-                 urgent: bool) -> AsyncIterator[AudioPiece]: ...
+    def __call__(self, text: str, on_step: Callable[[str], None], *, urgent: bool,
+                 needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]: ...
 
 
 # A piece given up after its retries, or whose audio cannot be decoded: the utterance goes on.
@@ -206,7 +206,8 @@ class Speaker:
                 utt.step(name)
 
         try:
-            async for piece in self._synthesize(text, on_step, urgent=first):
+            async for piece in self._synthesize(text, on_step, urgent=first,
+                                                needed_at=self._sender.audio_runs_out_at):
                 on_step("first_audio")
                 queue.put_nowait(piece)
         except BridgeError as exc:

@@ -7,10 +7,15 @@ Pure and synchronous so every rule is a unit test with an injected rng:
   is never retried, and audio already heard is never replayed;
 - the delay is exponential with full jitter (so calls that failed together do not retry
   together), and never shorter than the server's retry-after hint (itself jittered upwards);
-- a retry that would start past the utterance's deadline is not made: the caller is told;
+- a retry that would start past the piece's deadline is not made: the caller is told. The
+  deadline runs from when the caller starts waiting on the piece: at once for an utterance's
+  first, or when the audio ahead of it will have played out (a reply's later sentences are
+  asked for early, and may wait their turn behind other callers' first words);
 - retries spend a budget shared by every call on one server: a token bucket that each success
   refills by `budget_ratio`, so while a server fails, retries stay a bounded share of the
-  requests that succeed and cannot grow into a storm.
+  requests that succeed and cannot grow into a storm. A busy reply that says when to come back
+  (retry-after) spends none: the server paces those retries itself, its hint grows with its
+  queue, and a burst of new callers is exactly what it is asking to be retried later.
 """
 
 from __future__ import annotations
@@ -104,6 +109,20 @@ class RetryBudget:
         return True
 
 
+class Patience:
+    """How long a piece may still be tried: `deadline_s` from when its caller starts waiting on
+    it, which is when the audio ahead of it runs out (`needed_at`, as last told: only moves
+    later, as more audio ahead arrives) and never before it was asked for."""
+
+    def __init__(self, asked_at: float, deadline_s: float) -> None:
+        self._waiting_from = asked_at
+        self._deadline_s = deadline_s
+
+    def time_left(self, now: float, needed_at: float) -> float:
+        self._waiting_from = max(self._waiting_from, needed_at)
+        return self._waiting_from + self._deadline_s - now
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Retry:
     delay_s: float
@@ -118,7 +137,8 @@ def decide(policy: RetryPolicy, budget: RetryBudget, *, attempt: int, kind: Kind
            retry_after_s: float | None, time_left_s: float,
            rng: Callable[[], float]) -> Retry | GiveUp:
     """After failed attempt number `attempt` (1 = the first) of kind `kind`, with `time_left_s`
-    before the deadline: retry after a delay, or give up (and why). A retry spends budget."""
+    before the deadline: retry after a delay, or give up (and why). A retry spends budget
+    unless the server paced it (busy with retry-after)."""
     if kind not in RETRYABLE:
         return GiveUp("not retryable")
     ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
@@ -130,6 +150,7 @@ def decide(policy: RetryPolicy, budget: RetryBudget, *, attempt: int, kind: Kind
     if delay >= time_left_s:
         return GiveUp(f"deadline of {policy.deadline_s:g} s reached after {attempt} "
                       f"attempt{'s' if attempt > 1 else ''}")
-    if not budget.spend():
+    paced_by_server = kind is Kind.BUSY and retry_after_s is not None and retry_after_s > 0
+    if not paced_by_server and not budget.spend():
         return GiveUp("retry budget spent (the server is failing most requests)")
     return Retry(delay)

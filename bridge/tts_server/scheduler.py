@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from bridge.silma.protocol import NORMAL
+from bridge.silma.protocol import NORMAL, URGENT
 
 T = TypeVar("T")
 # Retry-after hints are bounded: a first estimate before any job finished, and a range that
@@ -63,6 +63,9 @@ class Scheduler:
         self._waiters: list[_Waiter] = []  # kept short (max_queue): a sorted list, not a heap
         self._order = itertools.count()
         self._mean_job_s = FIRST_JOB_ESTIMATE_S
+        # What an urgent job (a first clause) takes, announced so that a bridge can tell how
+        # many new callers it can bring to their first words in time; None until one ran.
+        self.mean_urgent_job_s: float | None = None
 
     @property
     def running(self) -> int:
@@ -75,9 +78,16 @@ class Scheduler:
     def __repr__(self) -> str:
         return f"<Scheduler running={self._running}/{self.concurrency} queued={self.queued}>"
 
-    def retry_after_s(self) -> float:
-        """When a slot is likely to free for a job queued behind everything now waiting."""
-        estimate = self._mean_job_s * (self.queued + 1) / self.concurrency
+    def retry_after_s(self, priority: int = NORMAL) -> float:
+        """When a job of `priority` refused now is likely to find room: once the jobs queued
+        at its priority or above have started. Urgent jobs are timed by what urgent jobs take
+        (first clauses are short): a caller refused in a burst of new calls is told to come
+        back in a second, not after the long replies queued behind it."""
+        ahead = sum(1 for w in self._waiters if w.priority <= priority)
+        job_s = self._mean_job_s
+        if priority <= URGENT and self.mean_urgent_job_s is not None:
+            job_s = self.mean_urgent_job_s
+        estimate = job_s * (ahead + 1) / self.concurrency
         return min(RETRY_AFTER_RANGE_S[1], max(RETRY_AFTER_RANGE_S[0], estimate))
 
     async def run(self, job: Callable[[], Awaitable[T]], *, priority: int = NORMAL,
@@ -96,6 +106,10 @@ class Scheduler:
                     self._release()
                     took = time.perf_counter() - started
                     self._mean_job_s += _EWMA * (took - self._mean_job_s)
+                    if priority <= URGENT:
+                        last = self.mean_urgent_job_s
+                        self.mean_urgent_job_s = took if last is None else (
+                            last + _EWMA * (took - last))
         except TimeoutError:
             if deadline.expired():
                 raise DeadlineExceeded(f"not done within {deadline_s:g} s") from None
@@ -109,11 +123,12 @@ class Scheduler:
                            key=lambda w: (w.priority, w.order), default=None)
         if newest_lower is None:
             raise Busy(f"{self._running} requests running and {self.queued} queued",
-                       self.retry_after_s())
+                       self.retry_after_s(priority))
         self._waiters.remove(newest_lower)
         self.displaced += 1
         newest_lower.future.set_exception(
-            Busy("queued request gave its place to an urgent one", self.retry_after_s()))
+            Busy("queued request gave its place to an urgent one",
+                 self.retry_after_s(newest_lower.priority)))
 
     async def _acquire(self, priority: int) -> None:
         if self._running < self.concurrency and not self._waiters:

@@ -233,7 +233,7 @@ async def test_a_call_part_that_dies_ends_the_call_with_its_reason(tts, monkeypa
         def broken_tts(_user_id: str):
             @contextlib.asynccontextmanager
             async def open_tts():
-                async def synthesize(text, on_step, *, urgent):
+                async def synthesize(text, on_step, *, urgent, needed_at):
                     raise RuntimeError("a bug in the TTS driver")
                     yield  # an async generator, as the real one
 

@@ -90,9 +90,12 @@ async def test_clear_drops_queued_audio_and_pending_marks():
     sender.push_audio(first, b"\x7f" * 160 * 50)
     sender.push_mark(first)
     sender.push_audio(second, b"\x7f" * 160)
+    now = asyncio.get_running_loop().time()
+    assert sender.audio_runs_out_at() - now >= 1.02 - 1e-9  # 51 frames queued, none sent yet
     cut = sender.clear()
     assert {u.index for u in cut} == {0, 1}
     assert not sender.speaking and sender.unplayed_seconds() == 0.0
+    assert sender.audio_runs_out_at() <= asyncio.get_running_loop().time()  # quiet now
 
 
 async def test_the_speaker_keeps_two_pieces_in_flight_and_plays_them_in_order():
@@ -102,12 +105,15 @@ async def test_the_speaker_keeps_two_pieces_in_flight_and_plays_them_in_order():
     requested_changed = asyncio.Condition()
 
     urgency: list[bool] = []
+    aheads: list[Callable[[], float]] = []
 
     async def synthesize(text: str, on_step: Callable[[str], None], *,
-                         urgent: bool) -> AsyncIterator[AudioPiece]:
+                         urgent: bool,
+                         needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]:
         async with requested_changed:
             requested.append(text)
             urgency.append(urgent)
+            aheads.append(needed_at)
             requested_changed.notify_all()
         gates[text], fetched[text] = asyncio.Event(), asyncio.Event()
         await gates[text].wait()
@@ -144,6 +150,8 @@ async def test_the_speaker_keeps_two_pieces_in_flight_and_plays_them_in_order():
             task.cancel()
     assert utt.trace.outcome == "pending"  # heard only at the echo
     assert urgency == [True, False, False]  # only the first piece has a caller waiting on it
+    # Each piece's retry deadline runs from when the call's audio ahead of it has played.
+    assert aheads == [sender.audio_runs_out_at] * 3
     assert failures == []
     assert [m["event"] for m in wire.sent][-1] == "mark"
     assert round(utt.trace.audio_seconds, 3) == 0.06

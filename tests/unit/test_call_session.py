@@ -63,7 +63,8 @@ class Wire:
 
 def speech(seconds: float = 0.2) -> Synthesize:
     async def synthesize(text: str, on_step: Callable[[str], None], *,
-                          urgent: bool) -> AsyncIterator[AudioPiece]:
+                          urgent: bool,
+                         needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]:
         on_step("request_sent")
         yield AudioPiece(b"\x7f" * int(8000 * seconds), "ulaw", 8000)
 
@@ -206,7 +207,8 @@ async def test_a_tts_that_cannot_open_ends_the_call_with_the_reason():
 
 async def test_a_speaker_bug_ends_the_call_with_the_part_and_error_named():
     async def buggy(text: str, on_step: Callable[[str], None], *,
-                          urgent: bool) -> AsyncIterator[AudioPiece]:
+                          urgent: bool,
+                         needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]:
         yield AudioPiece(b"\x7f" * 160, "ulaw", 8000)
         raise ZeroDivisionError("a bug, not a TTS failure")
 
@@ -218,7 +220,8 @@ async def test_a_speaker_bug_ends_the_call_with_the_part_and_error_named():
 
 async def test_a_tts_failure_fails_the_utterance_not_the_call_and_the_agent_is_told():
     async def refusing(text: str, on_step: Callable[[str], None], *,
-                          urgent: bool) -> AsyncIterator[AudioPiece]:
+                          urgent: bool,
+                         needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]:
         raise TTSError("busy", retryable=True)
         yield AudioPiece(b"", "ulaw", 8000)  # pragma: no cover - an async generator
 

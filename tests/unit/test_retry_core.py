@@ -10,6 +10,7 @@ from bridge.silma.retry_core import (
     RETRYABLE,
     GiveUp,
     Kind,
+    Patience,
     Retry,
     RetryBudget,
     RetryPolicy,
@@ -111,3 +112,28 @@ def test_policy_refuses_nonsense() -> None:
         RetryPolicy(deadline_s=0)
     with pytest.raises(ValueError):
         RetryPolicy(base_delay_s=3.0, max_delay_s=2.0)
+
+
+def test_busy_with_the_servers_retry_after_spends_no_budget() -> None:
+    b = budget(0.0)  # spent: a failing server's retries are refused now
+    paced = decide(POLICY, b, attempt=1, kind=Kind.BUSY, retry_after_s=0.5, time_left_s=5.0,
+                   rng=fixed(0.0))
+    assert isinstance(paced, Retry) and paced.delay_s == 0.5 and b.spent == 0
+    for kind, hint in ((Kind.BUSY, None), (Kind.TIMEOUT, 0.5), (Kind.LOST, None)):
+        unpaced = decide(POLICY, b, attempt=1, kind=kind, retry_after_s=hint, time_left_s=5.0,
+                         rng=fixed(0.0))
+        assert isinstance(unpaced, GiveUp) and "budget" in unpaced.why
+
+
+def test_patience_runs_from_when_the_caller_starts_waiting() -> None:
+    first = Patience(asked_at=10.0, deadline_s=8.0)
+    assert first.time_left(10.0, needed_at=0.0) == 8.0  # the line was quiet: waits from now
+    assert first.time_left(17.0, needed_at=0.0) == 1.0
+    later = Patience(asked_at=10.0, deadline_s=8.0)
+    assert later.time_left(10.5, needed_at=13.5) == 11.0  # 3 s of audio ahead
+    # Told again after that audio played out: the deadline still runs from 13.5.
+    assert later.time_left(20.0, needed_at=13.5) == 1.5
+    grown = Patience(asked_at=0.0, deadline_s=8.0)
+    assert grown.time_left(1.0, needed_at=0.5) == 7.5
+    assert grown.time_left(2.0, needed_at=6.0) == 12.0  # the piece ahead arrived: 4 s more
+    assert grown.time_left(3.0, needed_at=1.0) == 11.0  # never earlier than once told

@@ -248,3 +248,32 @@ async def test_retry_after_grows_with_the_queue_and_stays_bounded() -> None:
     for gate in running + waiting:
         gate.release.set()
     await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+
+
+async def test_the_urgent_job_time_is_known_once_an_urgent_job_ran_and_only_from_those() -> None:
+    scheduler = Scheduler(concurrency=1, max_queue=1, deadline_s=60)
+    normal = Gate("normal", [])
+    normal.release.set()
+    await asyncio.wait_for(scheduler.run(normal, priority=1), WAIT_S)
+    assert scheduler.mean_urgent_job_s is None
+    urgent = Gate("urgent", [])
+    urgent.release.set()
+    await asyncio.wait_for(scheduler.run(urgent, priority=0), WAIT_S)
+    first = scheduler.mean_urgent_job_s
+    assert first is not None and 0 <= first < WAIT_S
+
+
+async def test_an_urgent_job_is_told_to_come_back_sooner_than_a_normal_one() -> None:
+    scheduler = Scheduler(concurrency=1, max_queue=4, deadline_s=60)
+    quick = Gate("quick urgent", [])
+    quick.release.set()
+    await asyncio.wait_for(scheduler.run(quick, priority=0), WAIT_S)  # urgent jobs are short
+    gates = [Gate(f"normal-{i}", []) for i in range(3)]
+    tasks = [asyncio.create_task(scheduler.run(g, priority=1)) for g in gates]
+    await _queued(scheduler, 2)
+    # Two normal jobs queued: an urgent one would go before them, and urgent jobs are quick.
+    assert scheduler.retry_after_s(0) < scheduler.retry_after_s(1)
+    assert scheduler.retry_after_s(1) == scheduler.retry_after_s()
+    for gate in gates:
+        gate.release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
