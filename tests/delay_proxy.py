@@ -27,6 +27,7 @@ class DelayProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
+        self.bytes_up = 0  # client -> upstream, all connections: what a client sends
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncio.start_server(self._accept, host, port, ssl=self._tls)
@@ -45,7 +46,8 @@ class DelayProxy:
             except OSError:
                 return
             self._writers.add(up_w)
-            await asyncio.gather(self._pump(client_r, up_w), self._pump(up_r, client_w),
+            await asyncio.gather(self._pump(client_r, up_w, up=True),
+                                 self._pump(up_r, client_w, up=False),
                                  return_exceptions=True)
         except asyncio.CancelledError:
             pass  # the proxy is closing; asyncio would log a cancelled connection task
@@ -55,7 +57,8 @@ class DelayProxy:
                     self._writers.discard(writer)
                     writer.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    up: bool) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -75,6 +78,8 @@ class DelayProxy:
         delivery = asyncio.create_task(deliver())
         try:
             while data := await reader.read(_CHUNK):
+                if up:
+                    self.bytes_up += len(data)
                 queue.put_nowait((loop.time() + self.one_way_s, data))
         finally:
             queue.put_nowait((0.0, b""))

@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import itertools
 import ssl
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 
 import aiohttp
 import structlog
@@ -29,6 +29,7 @@ import structlog
 from bridge.errors import ProtocolError, TTSError, TTSReplyError, TTSReplyTooLarge, TTSUnavailable
 from bridge.silma import protocol as p
 from bridge.silma.endpoint import Endpoint
+from bridge.silma.voice_core import Await, Inline, UseId, VoiceRegistry, voice_key, with_voice_id
 
 HELLO_TIMEOUT_S = 2.0
 CANCEL_ACK_TIMEOUT_S = 2.0
@@ -135,6 +136,9 @@ class SilmaConnection:
         self._closing: asyncio.Task[bool] | None = None
         self.on_closed: Callable[[], None] | None = None  # the pool's hook for a lost socket
         self._routes: dict[str | None, _Route] = {}
+        # Voices this connection's server registered, and registrations under way (by key).
+        self._voices = VoiceRegistry()
+        self._registering: dict[str, asyncio.Future[None]] = {}
         self._reader = asyncio.create_task(self._read_loop(), name="silma-reader")
 
     @classmethod
@@ -234,44 +238,126 @@ class SilmaConnection:
                          timeout_s: float) -> AsyncGenerator[AudioPiece, None]:
         """Send one request and yield its audio as it arrives.
 
-        Leaving the iteration early (cancellation, barge-in) cancels the request on the server
-        when it can, else retires this connection.
+        A server that registers voices gets the request's clip once per connection and its id
+        afterwards (voice_core decides); one that forgot the voice (`unknown_voice`, before any
+        audio) gets it registered again and the request once more. Leaving the iteration early
+        (cancellation, barge-in) cancels the request on the server when it can, else retires
+        this connection.
         """
         if not self.usable:
             raise TTSUnavailable("TTS connection is closed")
+        key = voice_key(request)
+        sent = await self._voiced(request, key, timeout_s)
+        yielded = False
+        try:
+            async for piece in self._exchange(sent, timeout_s):
+                yielded = True
+                yield piece
+            return
+        except TTSError as exc:
+            if not self._voices.unknown_voice(exc.code, key, sent, yielded=yielded,
+                                              retried=False):
+                raise
+        log.info("tts_voice_forgotten", endpoint=self._where, voice_id=sent.voice_id)
+        async for piece in self._exchange(await self._voiced(request, key, timeout_s),
+                                          timeout_s):
+            yield piece
+
+    async def _voiced(self, request: p.SynthesizeRequest, key: str | None,
+                      timeout_s: float) -> p.SynthesizeRequest:
+        """The request as it is to be sent here: naming its registered voice where it can."""
+        while True:
+            step = self._voices.plan(self._can_register, key, self._registering)
+            if isinstance(step, Inline):
+                return request
+            if isinstance(step, UseId):
+                return with_voice_id(request, step.voice_id)
+            if isinstance(step, Await):
+                # asyncio.wait neither cancels the registration (another request's) nor raises
+                # its failure: whatever came of it, this request decides again.
+                await asyncio.wait({self._registering[step.key]})
+                continue
+            registration: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._registering[step.key] = registration
+            try:
+                self._voices.registered(step.key, await self._register(request, timeout_s))
+            finally:
+                del self._registering[step.key]
+                registration.set_result(None)
+
+    @property
+    def _can_register(self) -> bool:
+        return self.supports("voice") and self.supports("id")
+
+    async def _register(self, request: p.SynthesizeRequest, timeout_s: float) -> str:
+        """Register the request's clip on this server; its voice id (validated by the caller)."""
+        message = p.RegisterVoice(request.reference_audio, request.reference_text,
+                                  id=f"v{next(_ids)}")
+        queue: asyncio.Queue[_Reply] = asyncio.Queue()
+        self._routes[message.id] = _Route(queue)
+        try:
+            with self._as_tts_errors("voice registration"):
+                await self._ws.send_str(p.build_register_voice(message).decode())
+                async with asyncio.timeout(timeout_s):
+                    reply = await queue.get()
+        finally:
+            self._routes.pop(message.id, None)
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(reply, p.ErrorReply):
+            raise TTSError(f"TTS server refused the voice: {reply.error}",
+                           retryable=reply.retryable, code=reply.code,
+                           retry_after_s=reply.retry_after_s)
+        if not isinstance(reply, p.VoiceRegistered):
+            raise TTSReplyError(f"TTS server answered a voice registration with "
+                                f"{type(reply).__name__}")
+        return reply.voice_id
+
+    async def _exchange(self, request: p.SynthesizeRequest,
+                        timeout_s: float) -> AsyncGenerator[AudioPiece, None]:
+        """One synthesize request on the wire and its replies."""
         if request.id in self._routes:
             raise TTSError("request id already in flight on this connection")
         queue: asyncio.Queue[_Reply] = asyncio.Queue()
         self._routes[request.id] = _Route(queue)
         done = False
         try:
-            await self._ws.send_str(p.build_synthesize(request).decode())
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    reply = await queue.get()
-                    if isinstance(reply, BaseException):
-                        raise reply
-                    if isinstance(reply, p.AudioChunk):
-                        yield self._piece(reply.audio, reply.format, reply.sample_rate)
-                    elif isinstance(reply, p.SynthesisComplete):
-                        done = True
-                        self.requests_served += 1
-                        if reply.audio:
+            with self._as_tts_errors("request"):
+                await self._ws.send_str(p.build_synthesize(request).decode())
+                async with asyncio.timeout(timeout_s):
+                    while True:
+                        reply = await queue.get()
+                        if isinstance(reply, BaseException):
+                            raise reply
+                        if isinstance(reply, p.AudioChunk):
                             yield self._piece(reply.audio, reply.format, reply.sample_rate)
-                        return
-                    elif isinstance(reply, p.ErrorReply):
-                        done = True
-                        raise TTSError(f"TTS server: {reply.error}", retryable=reply.retryable,
-                                       code=reply.code, retry_after_s=reply.retry_after_s)
-        except TimeoutError:
-            raise TTSError("TTS request timed out", retryable=True) from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            self._retire()
-            raise TTSUnavailable(f"TTS connection lost: {exc}") from exc
+                        elif isinstance(reply, p.SynthesisComplete):
+                            done = True
+                            self.requests_served += 1
+                            if reply.audio:
+                                yield self._piece(reply.audio, reply.format,
+                                                  reply.sample_rate)
+                            return
+                        elif isinstance(reply, p.ErrorReply):
+                            done = True
+                            raise TTSError(f"TTS server: {reply.error}",
+                                           retryable=reply.retryable, code=reply.code,
+                                           retry_after_s=reply.retry_after_s)
         finally:
             if not done:
                 await self._abandon(request.id, queue)
             self._routes.pop(request.id, None)
+
+    @contextlib.contextmanager
+    def _as_tts_errors(self, what: str) -> Iterator[None]:
+        """A timeout or a lost socket during `what`, as the TTSError the client classifies."""
+        try:
+            yield
+        except TimeoutError:
+            raise TTSError(f"TTS {what} timed out", retryable=True) from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            self._retire()
+            raise TTSUnavailable(f"TTS connection lost: {exc}") from exc
 
     @staticmethod
     def _piece(audio: bytes, fmt: str, rate: int) -> AudioPiece:

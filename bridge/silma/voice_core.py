@@ -104,13 +104,14 @@ class VoiceRegistry:
             self._ids.popitem(last=False)
         return voice_id
 
-    def unknown_voice(self, reply: p.ErrorReply, key: str | None, sent: p.SynthesizeRequest,
+    def unknown_voice(self, code: str | None, key: str | None, sent: p.SynthesizeRequest,
                       *, yielded: bool, retried: bool) -> bool:
-        """Whether an error reply is the server having forgotten the voice `sent` named (evicted,
-        restarted) and the request is to be registered again and resent; then the id is dropped.
+        """Whether an error reply's `code` says the server forgot the voice `sent` named
+        (evicted, restarted) and the request is to be registered again and resent; then the id
+        is dropped.
         Once per request, and only before any audio reached the caller: audio already heard
         cannot be taken back, and a server forgetting twice is not chased."""
-        if reply.code != "unknown_voice" or key is None or sent.voice_id is None or yielded \
+        if code != "unknown_voice" or key is None or sent.voice_id is None or yielded \
                 or retried:
             return False
         # Dropped only if it is still the id kept: another request may have registered the

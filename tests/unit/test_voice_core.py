@@ -54,10 +54,10 @@ def test_unknown_voice_once_and_before_audio() -> None:
     reg.registered(key, "vid")
     sent = v.with_voice_id(CLIP, "vid")
     assert sent.reference_audio == b"" and sent.voice_id == "vid"
-    err = p.ErrorReply(error="gone", code="unknown_voice")
+    err = "unknown_voice"
     assert not reg.unknown_voice(err, key, sent, yielded=True, retried=False)
     assert not reg.unknown_voice(err, key, sent, yielded=False, retried=True)
-    assert not reg.unknown_voice(p.ErrorReply(error="x", code="busy"), key, sent,
+    assert not reg.unknown_voice("busy", key, sent,
                                  yielded=False, retried=False)
     assert reg.plan(True, key, set()) == v.UseId("vid")
     assert reg.unknown_voice(err, key, sent, yielded=False, retried=False)
@@ -70,6 +70,6 @@ def test_unknown_voice_keeps_a_newer_id() -> None:
     assert key is not None
     reg.registered(key, "new")
     stale = v.with_voice_id(CLIP, "old")
-    err = p.ErrorReply(error="gone", code="unknown_voice")
+    err = "unknown_voice"
     assert reg.unknown_voice(err, key, stale, yielded=False, retried=False)
     assert reg.plan(True, key, set()) == v.UseId("new")
