@@ -271,3 +271,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("pool: need size >= 1 and 0 <= warm <= size")
     if s.tts_server.concurrency < 1 or s.tts_server.max_queue < 0:
         raise ConfigError("tts_server.concurrency must be >= 1 and max_queue >= 0")
+    if s.admission.max_calls < 0 or not 0 < s.admission.first_words_s <= 60:
+        raise ConfigError("admission (BRIDGE_ADMISSION_MAX_CALLS, _FIRST_WORDS_S): need "
+                          "max_calls >= 0 and 0 < first_words_s <= 60")
+    if len(s.admission.busy_message) > 500:
+        raise ConfigError("BRIDGE_ADMISSION_BUSY_MESSAGE: at most 500 characters")

@@ -34,9 +34,11 @@ class CallRegistry:
     """Implements the sessions' CallHooks."""
 
     def __init__(self, metrics: BridgeMetrics, history: int = HISTORY,
-                 on_call_ended: Callable[[CallTrace], None] | None = None) -> None:
+                 on_call_ended: Callable[[CallTrace], None] | None = None,
+                 on_call_started: Callable[[str], None] | None = None) -> None:
         self.metrics = metrics
         self._on_call_ended = on_call_ended  # e.g. OpenTelemetry export
+        self._on_call_started = on_call_started  # admission: the call's place is taken now
         self.live: dict[str, CallSession] = {}
         self._ended: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._history = history
@@ -56,6 +58,8 @@ class CallRegistry:
     def started(self, session: CallSession) -> None:
         self.live[session.call_id] = session
         self.metrics.call_started()
+        if self._on_call_started is not None:
+            self._on_call_started(session.call_id)
 
     def utterance_done(self, utt: UtteranceTrace) -> None:
         self.metrics.utterance_done(utt)
@@ -88,6 +92,13 @@ class CallRegistry:
     def trace_for(self, viewer: User, call_id: str) -> dict[str, Any] | None:
         found = self.trace(call_id)
         return found if found is not None and visible(viewer, found["owner"]) else None
+
+    def waiting_for_audio(self) -> int:
+        """Live calls whose current utterance has sent no audio yet: the callers for whom an
+        urgent TTS piece is being rendered now (what admission weighs a new call against)."""
+        return sum(1 for s in self.live.values()
+                   if (utts := s.trace.utterances) and utts[-1].outcome == "pending"
+                   and "first_frame_sent" not in utts[-1].steps)
 
     def live_calls(self, viewer: User) -> list[dict[str, Any]]:
         """The live calls `viewer` may see: summaries (the call log line's fields), start times."""

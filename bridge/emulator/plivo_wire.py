@@ -28,6 +28,7 @@ from bridge.emulator.wire import (
     checked_media,
     fetch_document,
     load_outbound,
+    refusal,
     unexpected_fields,
     wrong_stream,
     xml_root,
@@ -105,6 +106,8 @@ def parse_answer_xml(text: str) -> tuple[str, dict[str, str]]:
     """The <Stream> URL and its extraHeaders, or ProtocolError saying what is wrong."""
     root = xml_root(text, "Plivo XML")
     stream = root.find("Stream")
+    if stream is None and (refused := refusal(root, ("Hangup",))) is not None:
+        raise refused
     if stream is None:
         raise ProtocolError("Plivo XML has no <Stream>")
     if stream.get("bidirectional", "").lower() != "true":

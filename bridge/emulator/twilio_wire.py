@@ -23,6 +23,7 @@ from bridge.emulator.wire import (
     checked_media,
     fetch_document,
     load_outbound,
+    refusal,
     unexpected_fields,
     wrong_stream,
     xml_root,
@@ -80,6 +81,8 @@ def parse_twiml(text: str) -> tuple[str, dict[str, str]]:
     """The <Connect><Stream> URL and its <Parameter>s, or ProtocolError saying what is wrong."""
     root = xml_root(text, "TwiML")
     stream = root.find("Connect/Stream")
+    if stream is None and (refused := refusal(root, ("Reject", "Hangup"))) is not None:
+        raise refused
     if stream is None:
         one_way = root.find("Start/Stream") is not None
         raise ProtocolError(

@@ -30,6 +30,24 @@ class CallFailed(BridgeError):
     """The emulated call could not be set up (bridge unreachable, upgrade refused, timeout)."""
 
 
+class CallRefused(CallFailed):
+    """The bridge answered the call busy (rejected it, or spoke a message and hung up) instead
+    of streaming it: what admission does past capacity."""
+
+
+def refusal(root: ET.Element, hangup_verbs: tuple[str, ...]) -> CallRefused | None:
+    """A busy answer document (its first verb ends the call), as the error to raise, or None."""
+    first = next(iter(root), None)
+    last = root[-1] if len(root) else None
+    if first is not None and first.tag in hangup_verbs:
+        return CallRefused(f"the bridge refused the call: <{first.tag} "
+                           f"reason={first.get('reason', '')!r}>")
+    if last is not None and last.tag in hangup_verbs:
+        spoken = " ".join((c.text or "").strip() for c in root if c is not last)[:200]
+        return CallRefused(f"the bridge refused the call, saying {spoken!r}")
+    return None
+
+
 def describe(exc: BaseException) -> str:
     # aiohttp's reprs carry whole connection keys; a timeout's str() is empty.
     return str(exc) or type(exc).__name__

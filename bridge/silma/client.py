@@ -32,7 +32,14 @@ from bridge.silma.connection import (
     read_capped,
 )
 from bridge.silma.endpoint import Endpoint
-from bridge.silma.retry_core import GiveUp, RetryBudget, RetryPolicy, classify, decide
+from bridge.silma.retry_core import (
+    GiveUp,
+    Patience,
+    RetryBudget,
+    RetryPolicy,
+    classify,
+    decide,
+)
 
 StepCallback = Callable[[str], None]
 log = structlog.get_logger("bridge.silma")
@@ -48,6 +55,10 @@ class _Attempt:
 
 def _ignore(_: str) -> None:
     return None
+
+
+def _needed_now() -> float:
+    return 0.0  # any time in the past: the caller waits from the ask
 
 
 class ConnectionSource(Protocol):
@@ -67,6 +78,10 @@ class ConnectionSource(Protocol):
 
     def note_fallback(self) -> None:
         """A request went over HTTP instead."""
+
+    def note_first_audio(self, seconds: float) -> None:
+        """An urgent piece brought its first audio this long after it was asked for (retries
+        included): what admission measures callers' waits by."""
 
 
 class SilmaClient:
@@ -96,14 +111,22 @@ class SilmaClient:
         )
 
     async def synthesize(self, text: str, on_step: StepCallback = _ignore, *,
-                         urgent: bool = False) -> AsyncIterator[AudioPiece]:
+                         urgent: bool = False,
+                         needed_at: Callable[[], float] = _needed_now
+                         ) -> AsyncIterator[AudioPiece]:
         """Yield the audio of `text`, trying again while there is time (retry_core decides)
         when an attempt fails before any of its audio was yielded. `urgent`: a caller is
         waiting on this piece now (an utterance's first), so the server queues it first.
-        Raises TTSError when it gives up; the message starts with the failure's Kind."""
+        `needed_at`: when (loop time) the caller's audio ahead of this piece runs out: its
+        deadline runs from then. Raises TTSError when it gives up; the message starts
+        with the failure's Kind."""
         request = self._request(text)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._policy.deadline_s
+        asked = loop.time()
+        patience = Patience(asked, self._policy.deadline_s)
+
+        def time_left_s() -> float:
+            return patience.time_left(loop.time(), needed_at())
         avoid: set[str] = set()
         attempt = 0
         while True:
@@ -115,10 +138,13 @@ class SilmaClient:
                 # now, not when the abandoned generator is collected.
                 async with contextlib.aclosing(self._attempt(
                         request, on_step, attempt_of, urgent=urgent,
-                        time_left_s=deadline - loop.time())) as pieces:
+                        time_left_s=time_left_s())) as pieces:
                     async for piece in pieces:
+                        if urgent and not heard:
+                            self._source.note_first_audio(loop.time() - asked)
                         heard = True
                         yield piece
+                self._source.retry_budget.earn()  # a success: retries may be made again
                 return
             except TTSError as exc:
                 kind = classify(exc, heard=heard)
@@ -126,7 +152,7 @@ class SilmaClient:
                     avoid.add(attempt_of.server)
                 decision = decide(self._policy, self._source.retry_budget, attempt=attempt,
                                   kind=kind, retry_after_s=exc.retry_after_s,
-                                  time_left_s=deadline - loop.time(), rng=self._rng)
+                                  time_left_s=time_left_s(), rng=self._rng)
                 if isinstance(decision, GiveUp):  # logged by the speaker, with the call's context
                     raise _given_up(exc, f"{kind.value}: {decision.why}: {exc}"[:500]) from exc
                 log.debug("tts_retry", reason=kind.value, attempt=attempt,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import ssl
 import statistics
@@ -30,6 +31,7 @@ import structlog
 
 from bridge.errors import TTSReplyTooLarge, TTSUnavailable
 from bridge.settings import PoolSettings
+from bridge.silma.capacity import Capacity, RecentMean, announced, health_interval_s
 from bridge.silma.connection import (
     ReplyCounters,
     SilmaConnection,
@@ -91,6 +93,7 @@ class SilmaPool:
         self.refused = False  # the server answered but refused WebSocket: use HTTP
         self.last_error: str | None = None
         self.server_health: dict[str, Any] = {"status": "unchecked"}
+        self._first_audio = RecentMean()
         self._started_at = time.time()
 
     @staticmethod
@@ -152,6 +155,16 @@ class SilmaPool:
 
     def note_fallback(self) -> None:
         self.fallbacks += 1
+
+    def note_first_audio(self, seconds: float) -> None:
+        self._first_audio.add(self._now(), seconds)
+
+    def capacity(self) -> Capacity:
+        """What admission knows of this server: its announced slots and urgent piece time
+        (last health check), and the first audio its callers waited for lately."""
+        concurrency, piece_s = announced(self.server_health.get("server") or {})
+        return Capacity(concurrency=concurrency, urgent_piece_s=piece_s,
+                        first_audio_s=self._first_audio.mean(self._now()))
 
     # -- performing plans --------------------------------------------------------------------
     def _run(self, plan: Plan) -> None:
@@ -254,7 +267,8 @@ class SilmaPool:
             now = self._now()
             if now >= next_health:
                 await self.check_health()
-                next_health = self._now() + self._health_interval_s
+                next_health = self._now() + health_interval_s(
+                    self.server_health.get("server") or {}, self._health_interval_s)
             deadline = min(d for d in (self._core.next_deadline(now), next_health) if d)
             self._wake.clear()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
@@ -386,6 +400,7 @@ class SilmaPool:
             "ready_ratio_target": READY_RATIO_TARGET,
             "ready_ratio_ok": ratio >= READY_RATIO_TARGET,
             "server_health": self.server_health,
+            "capacity": dataclasses.asdict(self.capacity()),
             "connections": [
                 {"id": s.id, "state": s.state.value, "age_s": round(s.age(now), 1),
                  "leases": s.leases, "capacity": s.capacity, "served": s.served,

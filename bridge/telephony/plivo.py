@@ -246,6 +246,19 @@ def build_answer_xml(stream_url: str, extra_headers: Mapping[str, str]) -> str:
     return str(plivoxml.ResponseElement().add(stream).to_string(pretty=False))
 
 
+def build_busy_xml(message: str = "") -> str:
+    """Plivo XML for a call the bridge cannot serve now. No message: `<Hangup reason="busy"/>`
+    as the first element, which Plivo documents as ending the call unanswered with that reason.
+    A message: `<Speak>` it, then `<Hangup/>` (answered for that, then a normal hang-up)."""
+    response = plivoxml.ResponseElement()
+    if message:
+        response.add_speak(message)
+        response.add_hangup()
+    else:
+        response.add_hangup(reason="busy")
+    return str(response.to_string(pretty=False))
+
+
 def _extra_headers_attribute(extra_headers: Mapping[str, str]) -> str | None:
     for key, value in extra_headers.items():
         for what, text in (("key", key), ("value", value)):

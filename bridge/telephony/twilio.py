@@ -169,6 +169,19 @@ def build_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     return str(response.to_xml())
 
 
+def build_busy_twiml(message: str = "") -> str:
+    """TwiML for a call the bridge cannot serve now. No message: `<Reject reason="busy"/>`,
+    which Twilio documents as not picking up at all (the caller hears a busy signal, nothing is
+    billed). A message: `<Say>` it, then `<Hangup/>` (the call is answered for that)."""
+    response = VoiceResponse()
+    if message:
+        response.say(message)
+        response.hangup()
+    else:
+        response.reject(reason="busy")
+    return str(response.to_xml())
+
+
 def validate_signature(
     auth_token: str, url: str, params: Mapping[str, str], signature: str | None
 ) -> bool:

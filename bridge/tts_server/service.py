@@ -109,6 +109,8 @@ class TTSService:
             "in_flight": self.scheduler.running,
             "displaced": self.scheduler.displaced,
             "retry_after_s": round(self.scheduler.retry_after_s(), 3),
+            "urgent_job_s": (None if self.scheduler.mean_urgent_job_s is None
+                             else round(self.scheduler.mean_urgent_job_s, 3)),
             "voices": len(self.voices),
             **({"engine_stats": engine_health()} if callable(engine_health) else {}),
         }

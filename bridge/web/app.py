@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bridge.call.admission_core import Admission
 from bridge.call.registry import CallRegistry
 from bridge.errors import ConfigError
 from bridge.settings import Settings
@@ -166,10 +167,14 @@ def create_app(services: Services, config: AppConfig | None = None) -> web.Appli
     settings = services.settings
     config = config or AppConfig.check(settings)
     app = web.Application(middlewares=[enforce])
+    admission = Admission(max_calls=settings.admission.max_calls,
+                          first_words_s=settings.admission.first_words_s)
     app[CONTEXT] = BridgeContext(
         services=services, stream_tokens=StreamTokens.for_secret(settings.secret_key),
+        admission=admission,
         registry=CallRegistry(BridgeMetrics(services.pools.stats),
-                              on_call_ended=config.on_call_ended))
+                              on_call_ended=config.on_call_ended,
+                              on_call_started=admission.started))
     auth.install(app, config.trusted_proxies)
     app.on_shutdown.append(_close_streams)
     add_static(app, "/static", STATIC_DIR)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from bridge.call.admission_core import Admission
 from bridge.call.registry import CallRegistry
 from bridge.call.speaker import Synthesize
 from bridge.settings import PlivoSettings, Settings, TwilioSettings
@@ -26,6 +27,7 @@ class BridgeContext:
     services: Services
     registry: CallRegistry
     stream_tokens: StreamTokens
+    admission: Admission
     sockets: weakref.WeakSet[MediaSocket] = dataclasses.field(
         default_factory=weakref.WeakSet)
 

@@ -11,6 +11,7 @@ from bridge.settings import PlivoSettings
 from bridge.telephony import plivo
 from bridge.telephony.events import OutboundCodec, StreamStarted
 from bridge.telephony.urls import public_request_url
+from bridge.web.admission import refusal
 from bridge.web.context import context
 from bridge.web.provider_hangup import hangup_for
 from bridge.web.streams import admit, answer_stream_url, serve_stream, user_of
@@ -40,6 +41,9 @@ async def answer(request: web.Request) -> web.Response:
         log.warning("plivo_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Plivo signature")
     call_uuid = params.get("CallUUID") or request.query.get("CallUUID", "")
+    if await refusal(ctx, "plivo", user_id, call_uuid) is not None:
+        return web.Response(text=plivo.build_busy_xml(ctx.settings.admission.busy_message),
+                            content_type="application/xml")
     # The user and a single-use token bound to this call ride in the stream's path.
     url = answer_stream_url(request, "plivo", user_id, call_uuid)
     ctx.registry.webhook_answered(call_uuid, time.monotonic_ns())

@@ -11,6 +11,7 @@ from bridge.settings import TwilioSettings
 from bridge.telephony import twilio
 from bridge.telephony.events import OutboundCodec, StreamStarted
 from bridge.telephony.urls import public_request_url, websocket_request_url
+from bridge.web.admission import refusal
 from bridge.web.context import context
 from bridge.web.provider_hangup import hangup_for
 from bridge.web.streams import admit, answer_stream_url, serve_stream, user_of
@@ -39,6 +40,9 @@ async def voice_webhook(request: web.Request) -> web.Response:
         log.warning("twilio_signature_rejected", path=request.path)
         raise web.HTTPForbidden(text="invalid Twilio signature")
     call_sid = form.get("CallSid", "")
+    if await refusal(ctx, "twilio", user_id, call_sid) is not None:
+        return web.Response(text=twilio.build_busy_twiml(ctx.settings.admission.busy_message),
+                            content_type="application/xml")
     # The user and a single-use token bound to this call ride in the stream's path (Twilio
     # drops query strings); the upgrade is signed with the user's Twilio token as well.
     url = answer_stream_url(request, "twilio", user_id, call_sid)

@@ -626,6 +626,9 @@ class _NoSockets:
     def note_fallback(self) -> None:
         self.fallbacks += 1
 
+    def note_first_audio(self, seconds: float) -> None:
+        pass
+
 
 async def test_malformed_hellos_are_counted_and_the_connection_speaks_seed(hostile, session):
     hostile.bad_hellos_left = len(BAD_HELLOS)

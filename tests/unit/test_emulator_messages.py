@@ -40,8 +40,9 @@ from bridge.emulator.twilio_wire import (
     stop_message,
     voice_webhook_form,
 )
-from bridge.emulator.wire import Checked
+from bridge.emulator.wire import CallRefused, Checked
 from bridge.errors import ProtocolError
+from bridge.telephony import plivo, twilio
 from bridge.telephony.events import (
     AudioCleared,
     DtmfReceived,
@@ -630,3 +631,15 @@ async def test_plivo_rejects_twilio_messages_as_violations() -> None:
     assert call.report().protocol_violations == [
         "unknown event 'mark' (Plivo accepts playAudio, checkpoint, clearAudio)"
     ]
+
+
+@pytest.mark.parametrize("document, parse, said", [
+    (twilio.build_busy_twiml(), parse_twiml, "<Reject reason='busy'>"),
+    (twilio.build_busy_twiml("Lines are busy."), parse_twiml, "saying 'Lines are busy.'"),
+    (plivo.build_busy_xml(), parse_answer_xml, "<Hangup reason='busy'>"),
+    (plivo.build_busy_xml("Lines are busy."), parse_answer_xml, "saying 'Lines are busy.'"),
+])
+def test_the_bridges_busy_answers_are_refusals_not_broken_documents(
+        document: str, parse: Any, said: str) -> None:
+    with pytest.raises(CallRefused, match=re.escape(said)):
+        parse(document)

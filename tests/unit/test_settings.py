@@ -24,6 +24,9 @@ def test_env_overrides_by_type():
     ({"BRIDGE_SILMA_REQUEST_ULAW": "maybe"}, "BRIDGE_SILMA_REQUEST_ULAW"),
     ({"BRIDGE_PUBLIC_URL": "ftp://x"}, "BRIDGE_PUBLIC_URL"),
     ({"BRIDGE_CALL_LEAD_MS": "5"}, "BRIDGE_CALL_LEAD_MS"),
+    ({"BRIDGE_ADMISSION_MAX_CALLS": "-1"}, "admission"),
+    ({"BRIDGE_ADMISSION_FIRST_WORDS_S": "0"}, "admission"),
+    ({"BRIDGE_ADMISSION_BUSY_MESSAGE": "x" * 501}, "BRIDGE_ADMISSION_BUSY_MESSAGE"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
