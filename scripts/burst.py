@@ -17,6 +17,8 @@ Per phase: calls admitted or answered busy, admitted callers who heard all of th
 admission exists to prevent), and first audio after the stream's start.
 
     .venv/bin/python scripts/burst.py [--calls 30] [--phases fresh,in-service]
+    git worktree add /tmp/before <commit> && \
+        .venv/bin/python scripts/burst.py --phases fresh --bridge-src /tmp/before
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadtest_lib.servers import start_bridge
+from loadtest_lib.servers import REPO, start_bridge
 
 from bridge.emulator.runner import run_call
 from bridge.emulator.wire import CallFailed, CallRefused
@@ -97,6 +99,9 @@ async def main() -> None:
     parser.add_argument("--first-words-s", type=float, default=3.0,
                         help="BRIDGE_ADMISSION_FIRST_WORDS_S")
     parser.add_argument("--limit-s", type=float, default=120.0, help="bound on each call")
+    parser.add_argument("--bridge-src", type=Path, default=REPO,
+                        help="run the bridge of another checkout (e.g. a worktree of an older "
+                             "commit, to measure before and after)")
     args = parser.parse_args()
     phases = args.phases.split(",")
     greeting = load_settings(env={}).agent.greeting  # what `make run` greets with
@@ -106,7 +111,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="burst-") as tmp:
         run_dir = Path(tmp)
         bridge = start_bridge(run_dir, None, db_dir=run_dir, tts_url="", token=TOKEN,
-                              greeting=greeting, extra_env=env)
+                              greeting=greeting, extra_env=env, src=args.bridge_src)
         try:
             bridge.wait_healthy("/health", 120)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

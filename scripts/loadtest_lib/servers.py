@@ -83,9 +83,11 @@ def start_child(
     log_path: Path,
     url: str,
     nice: int = 0,
+    src: Path = REPO,
 ) -> Child:
     """`python -m bridge ARGS` with `env` on top of a BRIDGE_*-free environment, on `cpus`, at
-    scheduling priority `nice` (the caller checked it may set it)."""
+    scheduling priority `nice` (the caller checked it may set it). `src`: the source tree whose
+    `bridge` runs (another checkout: an older commit measured side by side)."""
     log = log_path.open("wb")
 
     def pin() -> None:  # in the child before exec: every thread it ever starts inherits this
@@ -96,7 +98,7 @@ def start_child(
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", *args],
-        cwd=REPO,
+        cwd=src,
         env={**_clean_env(), **env},
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -154,6 +156,7 @@ def start_bridge(
     greeting: str,
     extra_env: dict[str, str],
     nice: int = 0,
+    src: Path = REPO,
 ) -> Child:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -173,4 +176,5 @@ def start_bridge(
         "BRIDGE_AGENT_GREETING": greeting,
         **extra_env,
     }
-    return start_child("bridge", ["serve"], env, cpus, run_dir / "bridge.stderr.log", url, nice)
+    return start_child("bridge", ["serve"], env, cpus, run_dir / "bridge.stderr.log", url, nice,
+                       src)
