@@ -40,6 +40,7 @@ from bridge.silma.retry_core import (
     classify,
     decide,
 )
+from bridge.silma.voice_core import voice_key
 
 StepCallback = Callable[[str], None]
 log = structlog.get_logger("bridge.silma")
@@ -98,6 +99,8 @@ class SilmaClient:
         self._session = session
         self._api_key = api_key
         self._voice = voice  # reference audio, transcript, speed and seed; text filled per call
+        # Its digest, once per call: hashing a clip (up to MBs) per piece would cost the loop.
+        self._voice_key = voice_key(voice)
         self._timeout_s = timeout_s
         self._want_ulaw = want_ulaw
         self._policy = policy if policy is not None else RetryPolicy()
@@ -186,7 +189,8 @@ class SilmaClient:
                     wire, priority=p.URGENT if urgent else p.NORMAL,
                     deadline_ms=max(1, min(p.MAX_DEADLINE_MS, int(time_left_s * 1000))))
             on_step("request_sent")
-            async with (contextlib.aclosing(conn.synthesize(wire, self._timeout_s)) as pieces,
+            async with (contextlib.aclosing(conn.synthesize(
+                    wire, self._timeout_s, voice=self._voice_key)) as pieces,
                         contextlib.aclosing(self._stall_guarded(pieces)) as guarded):
                 async for piece in guarded:
                     yield piece

@@ -234,19 +234,20 @@ class SilmaConnection:
             sample_rate=want_rate if self.supports("sample_rate") else None,
         )
 
-    async def synthesize(self, request: p.SynthesizeRequest,
-                         timeout_s: float) -> AsyncGenerator[AudioPiece, None]:
+    async def synthesize(self, request: p.SynthesizeRequest, timeout_s: float, *,
+                         voice: str | None = None) -> AsyncGenerator[AudioPiece, None]:
         """Send one request and yield its audio as it arrives.
 
         A server that registers voices gets the request's clip once per connection and its id
         afterwards (voice_core decides); one that forgot the voice (`unknown_voice`, before any
-        audio) gets it registered again and the request once more. Leaving the iteration early
-        (cancellation, barge-in) cancels the request on the server when it can, else retires
-        this connection.
+        audio) gets it registered again and the request once more. `voice`: the request's
+        voice_key, from a caller that sends the same clip many times (else computed here).
+        Leaving the iteration early (cancellation, barge-in) cancels the request on the server
+        when it can, else retires this connection.
         """
         if not self.usable:
             raise TTSUnavailable("TTS connection is closed")
-        key = voice_key(request)
+        key = voice if voice is not None else voice_key(request)
         sent = await self._voiced(request, key, timeout_s)
         yielded = False
         try:
