@@ -24,6 +24,9 @@ What it measures, per level (the steady window, after ramp-up):
   the bridge / TTS server / generator (psutil) and the bridge's RSS.
 - the generator's own lateness: an event-loop probe (every 10 ms) and the media clock that
   sends every call's caller audio (how late its ticks came vs their schedule).
+- with --tts-servers 2 and --kill-tts-after S: the bridge's endpoint lists both sim servers,
+  the first is killed (-9) S seconds into each level's steady window; TTS retries and pieces
+  given up (/metrics), and the TTFA of the replies asked in the 5 s after the kill.
 
 A level is INVALID when its numbers measure something else than the bridge: the generator fell
 behind (probe p99 > 20 ms, or its core saturated), or other processes took the bridge's core
@@ -42,6 +45,7 @@ import gc
 import os
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -87,6 +91,7 @@ HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 LAG_PROBE_S = 0.01
 TTS_NICE_OFFSET = 5
 DRAIN_TIMEOUT_S = 30.0  # between levels: wait for the bridge to end every call
+FAILOVER_WINDOW_S = 5.0  # replies asked this soon after a TTS server was killed: its failover
 WS_CLIENT_FRAME_OVERHEAD = 8  # header + mask of a masked text frame of 126-65535 bytes
 
 
@@ -292,6 +297,40 @@ class Setup:
     trace_sample: int
     inbound_bps: float
     generator_cores: int
+    tts: TTSServers | None = None  # our own sim servers (None: an outside bridge)
+    kill_tts_after_s: float | None = None
+
+
+class TTSServers:
+    """The sim TTS servers the bridge's endpoint lists; the first can be killed mid-level and
+    started again (same port) before the next."""
+
+    def __init__(self, out_dir: Path, cpus: set[int] | None, count: int, **tts_args: Any):
+        self._out_dir, self._cpus, self._args = out_dir, cpus, tts_args
+        self.children = [self._start(i, None) for i in range(count)]
+        for child in self.children:
+            child.wait_healthy("/health", 180)
+
+    def _start(self, index: int, port: int | None) -> servers.Child:
+        run_dir = self._out_dir / f"tts-{index}" if index else self._out_dir
+        run_dir.mkdir(exist_ok=True)
+        return servers.start_tts(run_dir, self._cpus, port=port, **self._args)
+
+    @property
+    def endpoint(self) -> str:
+        return ", ".join(child.url for child in self.children)
+
+    def kill_first(self) -> None:
+        os.kill(self.children[0].pid, signal.SIGKILL)
+
+    def revive_first(self) -> None:
+        first = self.children[0]
+        if first.proc.poll() is None:
+            return
+        first.stop()
+        port = int(first.url.rsplit(":", 1)[1])
+        self.children[0] = self._start(0, port)
+        self.children[0].wait_healthy("/health", 180)
 
 
 def _providers(n: int, plivo_share: float) -> list[str]:
@@ -343,10 +382,17 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     backlog: list[float] = []
     rss: list[float] = []
     steady_t0: float | None = None
+    killed_at: float | None = None
     next_tick = t_start + 1
     while (now := loop.time()) < end:
         await asyncio.sleep(max(0.0, min(next_tick, end) - now))
         next_tick += 1
+        kill_after = setup.kill_tts_after_s
+        if (setup.tts is not None and kill_after is not None and killed_at is None
+                and steady_t0 is not None and loop.time() >= steady_t0 + kill_after):
+            setup.tts.kill_first()
+            killed_at = loop.time()
+            print(f"  kill -9 of TTS server 1 at +{killed_at - steady_t0:.1f} s", flush=True)
         if steady_t0 is None and loop.time() >= ramp_end:
             steady_t0 = loop.time()
             clock.reset_lateness()
@@ -399,7 +445,9 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     await asyncio.gather(*pending, return_exceptions=True)
     metrics1 = await _metrics(sh)
 
-    _fill(result, records, steady_t0, end)
+    _fill(result, records, steady_t0, end, killed_at)
+    if killed_at is not None:
+        result.tts_killed_at_s = killed_at - steady_t0
     result.backlog_ms = Dist.of(backlog)
     result.generator_lag_ms = Dist.of(lag)
 
@@ -407,6 +455,8 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
         return round(metrics1.get(name, 0.0) - metrics0.get(name, 0.0))
 
     result.bridge_errors = delta("bridge_errors_total")
+    result.tts_retries = delta("bridge_tts_retries_total")
+    result.pieces_lost = delta("bridge_playback_failed_total")
     result.bridge_underruns = delta("bridge_underruns_total")
     if setup.bridge_log is not None:
         with setup.bridge_log.open(errors="replace") as f:
@@ -445,9 +495,10 @@ def _progress(
     )
 
 
-def _fill(result: LevelResult, records: list[CallRecord], steady_t0: float, end: float) -> None:
-    """The per-call part of a level's result."""
-    ttfa, greeting, overhead, bridge_ttfa, echo = [], [], [], [], []
+def _fill(result: LevelResult, records: list[CallRecord], steady_t0: float, end: float,
+          killed_at: float | None = None) -> None:
+    """The per-call part of a level's result (`killed_at`: when a TTS server was killed)."""
+    ttfa, greeting, overhead, bridge_ttfa, echo, after_kill = [], [], [], [], [], []
     examples: list[str] = []
     for rec in records:
         result.calls_up += rec.up
@@ -474,6 +525,8 @@ def _fill(result: LevelResult, records: list[CallRecord], steady_t0: float, end:
             result.utterances += 1
             if timing.first_audio_s is not None:
                 ttfa.append(timing.first_audio_s * 1000)
+                if killed_at is not None and killed_at <= asked < killed_at + FAILOVER_WINDOW_S:
+                    after_kill.append(timing.first_audio_s * 1000)
             if timing.playout_done_s is not None and not timing.cleared:
                 result.utterances_played += 1
         for utt in (rec.trace or {}).get("utterance_traces", []):
@@ -491,6 +544,7 @@ def _fill(result: LevelResult, records: list[CallRecord], steady_t0: float, end:
     result.overhead_ms = Dist.of(overhead)
     result.bridge_ttfa_ms = Dist.of(bridge_ttfa)
     result.echo_lag_ms = Dist.of(echo)
+    result.ttfa_after_kill_ms = Dist.of(after_kill)
     result.examples = examples
 
 
@@ -547,6 +601,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scheduling priority of this script and its processes; negative (e.g. -10, as "
         "root) keeps a busy machine's other processes from skewing the numbers",
     )
+    own.add_argument("--tts-servers", type=int, default=1,
+                     help="sim TTS servers, all listed in the bridge's endpoint (1-4)")
+    own.add_argument("--kill-tts-after", type=float, metavar="S",
+                     help="kill -9 the first TTS server S seconds into each level's steady "
+                     "window (needs --tts-servers 2 or more; restarted before the next level)")
     own.add_argument(
         "--bridge-env",
         action="append",
@@ -562,6 +621,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--duration 1-{MAX_DURATION_S:.0f} s and --ramp-up 0-120 s")
     if not 0 <= args.plivo_share <= 1:
         p.error("--plivo-share is a fraction, 0-1")
+    if not 1 <= args.tts_servers <= 4:
+        p.error("--tts-servers 1-4")
+    if args.kill_tts_after is not None and (args.tts_servers < 2 or args.bridge_url
+                                            or not 0 <= args.kill_tts_after < args.duration):
+        p.error("--kill-tts-after needs --tts-servers >= 2, our own processes, and a time "
+                "within --duration")
     if any("=" not in kv or not kv.startswith("BRIDGE_") for kv in args.bridge_env):
         p.error("--bridge-env takes BRIDGE_NAME=VALUE")
     args.level_list = raw
@@ -588,14 +653,16 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
     try:
         base, token, bridge_pid = args.bridge_url, args.token, args.bridge_pid
         tts_pid: int | None = None
+        tts: TTSServers | None = None
         log: Path | None = None
         if not args.bridge_url:
             token = secrets.token_urlsafe(24)
             extra = dict(kv.split("=", 1) for kv in args.bridge_env)
             # Blocking start-up: nothing else runs yet. The first start renders the sim's speech.
-            tts = servers.start_tts(
+            tts = TTSServers(
                 out_dir,
                 other_cpus,
+                args.tts_servers,
                 first_audio_s=args.sim_first_audio,
                 rtf=args.sim_rtf,
                 engine="sim",
@@ -603,13 +670,11 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 # number, a TTS chunk a few ms late (0.5 s of audio each) changes nothing.
                 nice=min(19, args.nice + TTS_NICE_OFFSET),
             )
-            children.append(tts)
-            tts.wait_healthy("/health", 180)
             bridge = servers.start_bridge(
                 out_dir,
                 bridge_cpus,
                 db_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
-                tts_url=tts.url,
+                tts_url=tts.endpoint,
                 token=token,
                 greeting=GREETING,
                 extra_env=extra,
@@ -617,9 +682,10 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
             )
             children.append(bridge)
             bridge.wait_healthy("/health", 60)
-            base, bridge_pid, tts_pid, log = bridge.url, bridge.pid, tts.pid, bridge.log_path
+            base, bridge_pid, log = bridge.url, bridge.pid, bridge.log_path
+            tts_pid = tts.children[0].pid
             print(
-                f"tts-server pid {tts.pid} on cores {sorted(other_cpus or [])}, bridge pid "
+                f"tts-server pid {tts_pid} on cores {sorted(other_cpus or [])}, bridge pid "
                 f"{bridge.pid} at {base} on cores {sorted(bridge_cpus or [])}; logs in {out_dir}",
                 flush=True,
             )
@@ -655,9 +721,13 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 trace_sample=args.trace_sample,
                 inbound_bps=inbound_bytes_per_second(args.plivo_share),
                 generator_cores=len(other_cpus) if other_cpus else 1,
+                tts=tts,
+                kill_tts_after_s=args.kill_tts_after,
             )
             results = []
             for n in args.level_list:
+                if tts is not None:
+                    tts.revive_first()  # killed in the level before: back where it was
                 # A full collection walks every live object (~80 ms after the imports here): a
                 # pause that would count as generator lateness. Frozen ones are not walked.
                 gc.unfreeze()
@@ -676,7 +746,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 await asyncio.sleep(2)  # let the bridge settle between levels
             return results
     finally:
-        for child in reversed(children):
+        for child in reversed((tts.children if tts is not None else []) + children):
             code = child.stop()
             if code not in (0, None, -15):
                 print(

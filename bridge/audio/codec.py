@@ -38,6 +38,18 @@ def is_wav(data: bytes) -> bool:
     return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
+_SAMPLE_BYTES = {"f32le": 4, "s16le": 2, "ulaw": 1}
+
+
+def raw_bytes_per_second(fmt: str | None, sample_rate: int | None) -> int | None:
+    """What one second of a raw payload of `fmt` (f32le when None or "") at `sample_rate`
+    (decode_audio's defaults) takes in bytes; None for WAV, whose bytes are not all samples."""
+    kind = fmt or "f32le"
+    if kind not in _SAMPLE_BYTES:
+        return None
+    return _SAMPLE_BYTES[kind] * (sample_rate or (ULAW_RATE if kind == "ulaw" else DEFAULT_RATE))
+
+
 def decode_audio(
     data: bytes, fmt: str | None = None, sample_rate: int | None = None
 ) -> tuple[np.ndarray, int]:

@@ -22,6 +22,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from bridge.audio.codec import is_wav, raw_bytes_per_second
 from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
 from bridge.silma import protocol as p
 from bridge.silma.connection import (
@@ -33,7 +34,10 @@ from bridge.silma.connection import (
 )
 from bridge.silma.endpoint import Endpoint
 from bridge.silma.retry_core import (
+    RETRYABLE,
+    Delivered,
     GiveUp,
+    Kind,
     Patience,
     RetryBudget,
     RetryPolicy,
@@ -56,6 +60,10 @@ class _Attempt:
 
 def _ignore(_: str) -> None:
     return None
+
+
+def _bytes_per_second(piece: AudioPiece) -> int | None:
+    return None if is_wav(piece.data) else raw_bytes_per_second(piece.format, piece.sample_rate)
 
 
 def _needed_now() -> float:
@@ -118,7 +126,8 @@ class SilmaClient:
                          needed_at: Callable[[], float] = _needed_now
                          ) -> AsyncIterator[AudioPiece]:
         """Yield the audio of `text`, trying again while there is time (retry_core decides)
-        when an attempt fails before any of its audio was yielded. `urgent`: a caller is
+        when an attempt fails; one cut after some of its audio was yielded resumes where that
+        audio ended. `urgent`: a caller is
         waiting on this piece now (an utterance's first), so the server queues it first.
         `needed_at`: when (loop time) the caller's audio ahead of this piece runs out: its
         deadline runs from then. Raises TTSError when it gives up; the message starts
@@ -131,10 +140,11 @@ class SilmaClient:
         def time_left_s() -> float:
             return patience.time_left(loop.time(), needed_at())
         avoid: set[str] = set()
+        delivered = Delivered()
         attempt = 0
         while True:
             attempt += 1
-            heard = False
+            delivered.new_attempt()
             attempt_of = _Attempt(avoid=frozenset(avoid))
             try:
                 # aclosing: a caller who stops listening (barge-in) releases the connection
@@ -143,14 +153,20 @@ class SilmaClient:
                         request, on_step, attempt_of, urgent=urgent,
                         time_left_s=time_left_s())) as pieces:
                     async for piece in pieces:
-                        if urgent and not heard:
+                        heard_before = delivered.seconds > 0
+                        data = delivered.take(piece.data, _bytes_per_second(piece))
+                        if not data:
+                            continue  # heard already, before a cut: the resumed part skips it
+                        if urgent and not heard_before:
                             self._source.note_first_audio(loop.time() - asked)
-                        heard = True
-                        yield piece
+                        yield piece if data is piece.data else dataclasses.replace(piece,
+                                                                                    data=data)
                 self._source.retry_budget.earn()  # a success: retries may be made again
                 return
             except TTSError as exc:
-                kind = classify(exc, heard=heard)
+                kind = classify(exc)
+                if delivered.seconds > 0 and (kind not in RETRYABLE or not delivered.resumable):
+                    kind = Kind.MID_STREAM  # some was heard and the rest cannot be resumed
                 if attempt_of.server is not None:
                     avoid.add(attempt_of.server)
                 decision = decide(self._policy, self._source.retry_budget, attempt=attempt,
@@ -195,7 +211,7 @@ class SilmaClient:
                 async for piece in guarded:
                     yield piece
         except TTSError as exc:
-            failure = classify(exc, heard=False).value
+            failure = classify(exc).value
             raise
         finally:
             self._source.release(conn, failure)

@@ -1,4 +1,5 @@
 """Where a SILMA TTS server lives: one configured URL gives its WebSocket, HTTP and health URLs.
+An endpoint setting may list several servers (a fleet), separated by commas or white space.
 
 `https://host/api` -> wss://host/api/ws, https://host/api/synthesize, https://host/api/health.
 A `ws(s)://` URL is the WebSocket as given; its HTTP side is the same path without a trailing /ws.
@@ -8,10 +9,13 @@ Credentials never go in a URL: the API key travels in the Authorization header.
 from __future__ import annotations
 
 import dataclasses
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.errors import ConfigError
 
+MAX_SERVERS = 8  # servers one endpoint setting may list
+_SEPARATORS = re.compile(r"[,\s]+")
 _HTTP_FOR_WS = {"ws": "http", "wss": "https"}
 _WS_FOR_HTTP = {"http": "ws", "https": "wss"}
 
@@ -47,3 +51,20 @@ def parse_endpoint(url: str) -> Endpoint:
         ws_url = urlunsplit((_WS_FOR_HTTP[parts.scheme], parts.netloc, f"{path}/ws", "", ""))
         http_base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
     return Endpoint(ws_url=ws_url, http_base=http_base.rstrip("/"))
+
+
+def split_endpoints(text: str) -> list[str]:
+    """The server URLs an endpoint setting lists, in order, each once; ConfigError past
+    MAX_SERVERS."""
+    urls = list(dict.fromkeys(u for u in _SEPARATORS.split(text.strip()) if u))
+    if len(urls) > MAX_SERVERS:
+        raise ConfigError(f"SILMA endpoint lists {len(urls)} servers, at most {MAX_SERVERS}")
+    return urls
+
+
+def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
+    """Every server an endpoint setting lists (at least one), each parsed."""
+    endpoints = tuple(dict.fromkeys(parse_endpoint(u) for u in split_endpoints(text)))
+    if not endpoints:
+        raise ConfigError("SILMA endpoint is empty")
+    return endpoints

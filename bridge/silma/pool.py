@@ -22,7 +22,7 @@ import itertools
 import ssl
 import statistics
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -94,6 +94,7 @@ class SilmaPool:
         self.last_error: str | None = None
         self.server_health: dict[str, Any] = {"status": "unchecked"}
         self._first_audio = RecentMean()
+        self.on_health: Callable[[bool], None] | None = None  # a fleet's hook: ok or not
         self._started_at = time.time()
 
     @staticmethod
@@ -155,6 +156,11 @@ class SilmaPool:
 
     def note_fallback(self) -> None:
         self.fallbacks += 1
+
+    @property
+    def outstanding(self) -> int:
+        """Requests on this server now: leased connections and callers waiting for one."""
+        return self._core.in_use + len(self._core.waiters)
 
     def note_first_audio(self, seconds: float) -> None:
         self._first_audio.add(self._now(), seconds)
@@ -307,6 +313,8 @@ class SilmaPool:
         self.server_health = {"status": status, "api_key": key,
                               "latency_ms": round((now - started) * 1000, 1),
                               "checked_at": time.time(), "server": body}
+        if self.on_health is not None:
+            self.on_health(status == "ok")
         for slot, conn in list(self._conns.items()):
             self._run(self._core.health(slot, now, conn.usable,
                                         "open" if conn.usable else "closed"))

@@ -1,7 +1,9 @@
 """One warm pool per TTS endpoint and credential, shared by every call that uses that pair.
 
-Calls ask for a client by (endpoint, api key); the first ask starts the pool. A pool no call uses
-any more (its user moved to another endpoint, or the region changed) drains and closes.
+Calls ask for a client by (endpoint, api key); the first ask starts the pool. An endpoint that
+lists several servers gets a Fleet: a warm pool per server, requests spread over them (a single
+server is a fleet of one). A pool no call uses any more (its user moved to another endpoint, or
+the region changed) drains and closes.
 
 A target a tenant chose (`user_chosen`) is untrusted: its pool and client use the guarded
 session (bridge.web.url_guard.guarded_session: the SSRF guard on every connection, redirects
@@ -25,11 +27,12 @@ from bridge.errors import ConfigError
 from bridge.settings import PoolSettings
 from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
-from bridge.silma.endpoint import parse_endpoint
+from bridge.silma.endpoint import parse_endpoints
+from bridge.silma.fleet import Fleet
 from bridge.silma.pool import SilmaPool
 from bridge.silma.retry_core import RetryPolicy
 
-PoolKey = tuple[str, str, bool]  # (WebSocket URL, hash of the API key, user_chosen)
+PoolKey = tuple[str, str, bool]  # (WebSocket URLs, hash of the API key, user_chosen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +50,13 @@ class TTSTarget:
     @property
     def pool_key(self) -> PoolKey:
         # The key is hashed so pool listings never show a credential.
-        return (parse_endpoint(self.endpoint).ws_url,
+        return (" ".join(e.ws_url for e in parse_endpoints(self.endpoint)),
                 hashlib.sha256(self.api_key.encode()).hexdigest()[:12], self.user_chosen)
 
 
 @dataclasses.dataclass
 class _Entry:
-    pool: SilmaPool
+    pool: Fleet
     users: int = 0
 
 
@@ -83,17 +86,18 @@ class PoolRegistry:
             raise ConfigError("a user-chosen TTS endpoint needs PoolRegistry(guarded_session=...)")
         return self._guarded
 
-    async def pool_for(self, target: TTSTarget) -> SilmaPool:
+    async def pool_for(self, target: TTSTarget) -> Fleet:
         key = target.pool_key
         entry = self._pools.get(key)
         if entry is None:
-            pool = SilmaPool(
-                self.session_for(target), parse_endpoint(target.endpoint),
-                api_key=target.api_key,
-                limits=self._settings, connect_timeout_s=self._connect_timeout_s,
-                ssl_context=self._ssl)
-            entry = self._pools[key] = _Entry(pool)
-            await pool.start()
+            session = self.session_for(target)
+            fleet = Fleet([SilmaPool(session, endpoint, api_key=target.api_key,
+                                     limits=self._settings,
+                                     connect_timeout_s=self._connect_timeout_s,
+                                     ssl_context=self._ssl)
+                           for endpoint in parse_endpoints(target.endpoint)])
+            entry = self._pools[key] = _Entry(fleet)
+            await fleet.start()
         return entry.pool
 
     @contextlib.asynccontextmanager
@@ -121,7 +125,9 @@ class PoolRegistry:
         return gone
 
     def stats(self) -> list[dict[str, Any]]:
-        return [{**e.pool.stats(), "calls": e.users} for e in self._pools.values()]
+        """Per server (a fleet's servers one by one), with the calls on its target."""
+        return [{**server, "calls": e.users}
+                for e in self._pools.values() for server in e.pool.server_stats()]
 
     async def close(self) -> None:
         pools = [e.pool for e in self._pools.values()]

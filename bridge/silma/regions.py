@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bridge.silma.endpoint import parse_endpoint
+from bridge.silma.endpoint import parse_endpoints
 
 # The regions of the product specification, in its order: id -> label.
 REGIONS: dict[str, str] = {
@@ -58,7 +58,7 @@ class RegionSelector:
 
     async def _handshake_ms(self, url: str) -> float | None:
         best: float | None = None
-        ws_url = parse_endpoint(url).ws_url
+        ws_url = parse_endpoints(url)[0].ws_url  # a region's first server speaks for it
         for _ in range(self._probes):
             started = time.perf_counter()
             try:

@@ -2,9 +2,11 @@
 sleeps or gives up as told.
 
 Pure and synchronous so every rule is a unit test with an injected rng:
-- only a failure before any audio of the piece reached the caller is retried (busy, timeout,
-  a stall past the first-audio deadline, a connection lost or not to be had); a reply we refuse
-  is never retried, and audio already heard is never replayed;
+- a failure of the server or the connection (busy, timeout, a stall past the first-audio
+  deadline, a connection lost or not to be had) is retried; a reply we refuse is never. A piece
+  cut after some of its audio was passed on is tried again and resumed where the caller is
+  (Delivered: the new rendering's first seconds, as long as what was passed on, are skipped;
+  seamless for a seeded engine, whose rendering is the same), never replayed from its start;
 - the delay is exponential with full jitter (so calls that failed together do not retry
   together), and never shorter than the server's retry-after hint (itself jittered upwards);
 - a retry that would start past the piece's deadline is not made: the caller is told. The
@@ -35,7 +37,7 @@ class Kind(enum.StrEnum):
     STALL = "stall"  # accepted, but no audio within the first-audio deadline
     LOST = "lost"  # the connection was lost, or none could be had, before any audio
     REFUSED = "refused"  # a reply we refuse, or an error the server says is not retryable
-    MID_STREAM = "mid_stream"  # failed after audio reached the caller: reported, not replayed
+    MID_STREAM = "mid_stream"  # cut after audio reached the caller, and cannot be resumed
 
 
 RETRYABLE = frozenset({Kind.BUSY, Kind.TIMEOUT, Kind.STALL, Kind.LOST})
@@ -50,10 +52,9 @@ def failure_reason(error: str | None) -> str:
     return head if head in FAILURE_REASONS else OTHER
 
 
-def classify(error: TTSError, *, heard: bool) -> Kind:
-    """Why one attempt failed, from its error and whether any of its audio was passed on."""
-    if heard:
-        return Kind.MID_STREAM
+def classify(error: TTSError) -> Kind:
+    """Why one attempt failed, from its error (MID_STREAM is the client's call: it knows
+    whether the piece's audio passed on so far can be resumed)."""
     if isinstance(error, TTSReplyError):
         return Kind.REFUSED
     if isinstance(error, TTSUnavailable):
@@ -107,6 +108,36 @@ class RetryBudget:
         self.tokens -= 1
         self.spent += 1
         return True
+
+
+class Delivered:
+    """How much of one piece's audio was passed on to the caller over its attempts, so that an
+    attempt after a cut skips that much of its own audio. Audio whose byte rate is unknown (a
+    WAV body) cannot be cut at a time: once some was passed on, the piece is not resumable."""
+
+    # Bytes skipped are a multiple of this, the largest sample size (f32le), so a cut never
+    # falls inside a sample of any raw format.
+    _ALIGN = 4
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.resumable = True
+        self._skip_s = 0.0
+
+    def new_attempt(self) -> None:
+        self._skip_s = self.seconds
+
+    def take(self, data: bytes, bytes_per_s: int | None) -> bytes:
+        """What of `data` (the attempt's next audio) is new to the caller; counts it."""
+        if bytes_per_s is None:
+            self.resumable = False
+            return data  # nothing is skipped in what cannot be measured
+        if self._skip_s > 0:
+            skip = min(len(data), int(self._skip_s * bytes_per_s) // self._ALIGN * self._ALIGN)
+            self._skip_s = max(0.0, self._skip_s - skip / bytes_per_s) if skip else 0.0
+            data = data[skip:]
+        self.seconds += len(data) / bytes_per_s
+        return data
 
 
 class Patience:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bridge.audio.codec import decode_audio, wav_bytes
 from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
-from bridge.silma.pool import SilmaPool
+from bridge.silma.fleet import Fleet
 from bridge.silma.pools import TTSTarget
 from bridge.silma.regions import AUTO, REGIONS
 from bridge.store import SilmaCredentials
@@ -25,7 +25,7 @@ from bridge.web.auth import csrf_token, json_error
 from bridge.web.context import BridgeContext, context
 from bridge.web.field_errors import FieldError, errors_response, field_errors
 from bridge.web.templating import Markup, escape, render
-from bridge.web.url_guard import check_endpoint
+from bridge.web.url_guard import check_endpoints
 from bridge.web.voice_clip import (
     MAX_CLIP_BYTES,
     checked_transcript,
@@ -59,7 +59,7 @@ async def _target(ctx: BridgeContext, user_id: str) -> TTSTarget:
         raise FieldError("mode", str(exc), 503) from exc
 
 
-async def _user_pool(ctx: BridgeContext, user_id: str) -> SilmaPool:
+async def _user_pool(ctx: BridgeContext, user_id: str) -> Fleet:
     return await ctx.services.pools.pool_for(await _target(ctx, user_id))
 
 
@@ -100,7 +100,7 @@ async def _silma_changes(body: dict[str, Any], *, allow_private: bool
             changes["api_endpoint"] = ""  # back to the region or the bridge's endpoint
         else:
             try:
-                changes["api_endpoint"] = await check_endpoint(url, allow_private=allow_private)
+                changes["api_endpoint"] = await check_endpoints(url, allow_private=allow_private)
             except ValueError as exc:
                 errors["api_endpoint"] = str(exc)
     if "api_key" in body:
@@ -146,8 +146,7 @@ async def get_pool(request: web.Request) -> web.StreamResponse:
     return web.json_response((await _user_pool(context(request), user_id)).stats())
 
 
-def _health_error(pool: SilmaPool, status: str) -> tuple[str, str]:
-    where = pool.endpoint.http_base
+def _health_error(where: str, status: str) -> tuple[str, str]:
     if status in ("HTTP 401", "HTTP 403", "API key refused"):
         return "api_key", f"the TTS server at {where} refused the API key ({status})"
     if status.startswith("unreachable"):
@@ -162,7 +161,7 @@ async def health_check(request: web.Request) -> web.StreamResponse:
     health = await pool.check_health()
     if health["status"] == "ok":
         return web.json_response({"health": health})
-    field, message = _health_error(pool, health["status"])
+    field, message = _health_error(health["endpoint"], health["status"])
     return errors_response({field: message}, 502, health=health)
 
 

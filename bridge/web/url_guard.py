@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bridge.errors import ConfigError
-from bridge.silma.endpoint import parse_endpoint
+from bridge.silma.endpoint import parse_endpoint, split_endpoints
 
 SCHEMES = ("http", "https", "ws", "wss")
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -108,6 +108,22 @@ def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
         # documentation/benchmark ranges.
         return _PRIVATE
     return None
+
+
+async def check_endpoints(text: str, *, allow_private: bool) -> str:
+    """An endpoint setting listing one or more servers, each checked as check_endpoint does,
+    normalized and joined by ", "; ValueError naming the server at fault."""
+    try:
+        urls = split_endpoints(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("SILMA endpoint ").capitalize()) from None
+    checked = []
+    for url in urls:
+        try:
+            checked.append(await check_endpoint(url, allow_private=allow_private))
+        except ValueError as exc:
+            raise ValueError(f"{url[:80]}: {exc}" if len(urls) > 1 else str(exc)) from None
+    return ", ".join(checked)
 
 
 async def check_endpoint(url: str, *, allow_private: bool) -> str:

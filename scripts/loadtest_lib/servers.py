@@ -116,10 +116,12 @@ def start_tts(
     rtf: float,
     engine: str,
     nice: int = 0,
+    port: int | None = None,
 ) -> Child:
     """The TTS server with a GPU-like latency model and room for every request at once, so
-    it never answers busy and the load test measures the bridge."""
-    port = free_port()
+    it never answers busy and the load test measures the bridge. `port`: a given one (a
+    server started again where the bridge expects it), else a free one."""
+    port = port or free_port()
     env = {
         "BRIDGE_TTS_SERVER_HOST": "127.0.0.1",
         "BRIDGE_TTS_SERVER_PORT": str(port),

@@ -81,6 +81,10 @@ class LevelResult:
     say_errors: int = 0  # POST /say not answered 202
     clears: int = 0  # clears the bridge sent (barge-in on caller audio)
     bridge_errors: int = 0  # /metrics bridge_errors_total delta
+    tts_retries: int = 0  # /metrics bridge_tts_retries_total delta: pieces tried again
+    pieces_lost: int = 0  # /metrics bridge_playback_failed_total delta: given up, not heard
+    tts_killed_at_s: float | None = None  # into the steady window, when one TTS was killed
+    ttfa_after_kill_ms: Dist = field(default_factory=Dist)  # replies asked in the 5 s after
     log_errors: int = 0  # error/critical lines and tracebacks in the bridge's stderr
     bridge_cpu_pct: float | None = None
     bridge_rss_mib: float | None = None
@@ -176,6 +180,15 @@ _ROWS: list[tuple[str, Callable[[LevelResult], str]]] = [
         ),
     ),
     ("clears (barge-in)", lambda r: str(r.clears)),
+    ("TTS retries / pieces lost", lambda r: f"{r.tts_retries} / {r.pieces_lost}"),
+    (
+        "TTFA 5 s after TTS kill p50/p95/max",
+        lambda r: (
+            "-" if r.tts_killed_at_s is None
+            else f"{_num(r.ttfa_after_kill_ms.p50)}/{_num(r.ttfa_after_kill_ms.p95)}/"
+            f"{_num(r.ttfa_after_kill_ms.max)} (kill at +{r.tts_killed_at_s:.0f} s)"
+        ),
+    ),
     ("bridge CPU % / RSS MiB", lambda r: f"{_num(r.bridge_cpu_pct)} / {_num(r.bridge_rss_mib)}"),
     (
         "generator CPU % / TTS CPU %",

@@ -277,3 +277,25 @@ async def test_voice_upload_and_preview_through_the_users_target(tts):
         assert status == 200
         samples, rate = decode_audio(wav)
         assert len(samples) / rate > 0.5 and np.abs(samples).max() > 0.05
+
+
+async def test_an_endpoint_listing_two_servers_spreads_calls_and_shows_each_server(tts):
+    async with running_tts(make_settings()) as second, \
+            bridge_and_client(tts.url) as (bridge, http):
+        listed = f"{tts.url}/,\n{second.url}"
+        status, body = await api(http, bridge, "PUT", "silma",
+                                 json={"mode": "api", "api_endpoint": listed})
+        assert status == 200 and body["api_endpoint"] == f"{tts.url}, {second.url}"
+        for _ in range(2):
+            report = await run_call(bridge.url, max_seconds=30)
+            assert report.ok, (report.error, report.protocol_violations)
+        status, pool = await api(http, bridge, "GET", "pool")
+        assert [s["endpoint"] for s in pool["servers"]] == [tts.ws_url, second.ws_url]
+        assert pool["requests_served"] == sum(s["requests_served"] for s in pool["servers"])
+        assert all(s["requests_served"] > 0 for s in pool["servers"])  # both spoke
+        # The operator's view and the metrics are per server too.
+        ops = [s["endpoint"] for s in bridge.context.services.pools.stats()]
+        assert ops == [tts.ws_url, second.ws_url]
+        status, body = await api(http, bridge, "PUT", "silma",
+                                 json={"api_endpoint": f"{tts.url}, ftp://x"})
+        assert status == 400 and body["errors"]["api_endpoint"].startswith("ftp://x: ")

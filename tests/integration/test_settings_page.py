@@ -77,6 +77,11 @@ async def test_settings_page_end_to_end(bridge_and_tts):
         await expect(page.locator("#stat-ratio")).to_have_text(re.compile(r"^\d+ %$"))
         await expect(page.locator("#stat-ratio-target")).to_have_text("target 80 %")
         await expect(page.locator("#connections tbody tr").first).to_be_visible()
+        # One row per TTS server (this target has one): its endpoint, counts, state.
+        server = page.locator("#servers tbody tr")
+        await expect(server).to_have_count(1)
+        await expect(server.first.locator("td").first).to_have_text(
+            tts_url.replace("http", "ws") + "/ws")
         await expect(page.locator("#pool-endpoint")).to_have_text(
             tts_url.replace("http", "ws") + "/ws")
 

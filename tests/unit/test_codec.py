@@ -5,7 +5,14 @@ import wave
 import numpy as np
 import pytest
 
-from bridge.audio.codec import FORMATS, decode_audio, encode_audio, is_wav, wav_bytes
+from bridge.audio.codec import (
+    FORMATS,
+    decode_audio,
+    encode_audio,
+    is_wav,
+    raw_bytes_per_second,
+    wav_bytes,
+)
 from bridge.errors import AudioFormatError
 
 PCM, FLOAT, MULAW, EXTENSIBLE = 1, 3, 7, 0xFFFE
@@ -326,3 +333,12 @@ def test_declared_rates_outside_the_bound_are_refused_before_decoding(rate: int)
 def test_declared_rates_at_the_bounds_decode(rate: int) -> None:
     assert decode_audio(b"\x00" * 8, "s16le", rate)[1] == rate
     assert decode_audio(make_wav(b"\x00" * 8, rate=rate))[1] == rate
+
+
+def test_bytes_per_second_of_raw_payloads_and_none_for_wav() -> None:
+    assert raw_bytes_per_second("ulaw", 8000) == 8000
+    assert raw_bytes_per_second("s16le", 16000) == 32000
+    assert raw_bytes_per_second("f32le", None) == 4 * 24000
+    assert raw_bytes_per_second("", None) == 4 * 24000  # a seed server's raw float32
+    assert raw_bytes_per_second("ulaw", None) == 8000
+    assert raw_bytes_per_second("wav", 24000) is None

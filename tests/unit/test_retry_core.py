@@ -8,6 +8,7 @@ import pytest
 from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
 from bridge.silma.retry_core import (
     RETRYABLE,
+    Delivered,
     GiveUp,
     Kind,
     Patience,
@@ -90,14 +91,13 @@ def test_the_budget_stops_a_retry_storm_and_successes_refill_it() -> None:
 
 
 def test_classify() -> None:
-    assert classify(TTSError("x", code="busy", retryable=True), heard=False) is Kind.BUSY
-    assert classify(TTSError("x", code="timeout", retryable=True), heard=False) is Kind.TIMEOUT
-    assert classify(TTSError("x", retryable=True), heard=False) is Kind.TIMEOUT
-    assert classify(TTSError("x", code="stall"), heard=False) is Kind.STALL
-    assert classify(TTSUnavailable("gone"), heard=False) is Kind.LOST
-    assert classify(TTSReplyError("bad"), heard=False) is Kind.REFUSED
-    assert classify(TTSError("x", code="bad_request"), heard=False) is Kind.REFUSED
-    assert classify(TTSUnavailable("gone"), heard=True) is Kind.MID_STREAM
+    assert classify(TTSError("x", code="busy", retryable=True)) is Kind.BUSY
+    assert classify(TTSError("x", code="timeout", retryable=True)) is Kind.TIMEOUT
+    assert classify(TTSError("x", retryable=True)) is Kind.TIMEOUT
+    assert classify(TTSError("x", code="stall")) is Kind.STALL
+    assert classify(TTSUnavailable("gone")) is Kind.LOST
+    assert classify(TTSReplyError("bad")) is Kind.REFUSED
+    assert classify(TTSError("x", code="bad_request")) is Kind.REFUSED
 
 
 def test_failure_reason_is_a_fixed_label() -> None:
@@ -137,3 +137,40 @@ def test_patience_runs_from_when_the_caller_starts_waiting() -> None:
     assert grown.time_left(1.0, needed_at=0.5) == 7.5
     assert grown.time_left(2.0, needed_at=6.0) == 12.0  # the piece ahead arrived: 4 s more
     assert grown.time_left(3.0, needed_at=1.0) == 11.0  # never earlier than once told
+
+
+def test_a_piece_cut_mid_stream_resumes_where_the_caller_is() -> None:
+    delivered = Delivered()
+    delivered.new_attempt()
+    assert delivered.take(b"a" * 8000, 8000) == b"a" * 8000  # 1 s of mu-law heard
+    assert delivered.take(b"b" * 4000, 8000) == b"b" * 4000  # 1.5 s
+    delivered.new_attempt()  # cut: the new rendering starts from the top
+    assert delivered.take(b"c" * 8000, 8000) == b""  # the first second: heard already
+    assert delivered.take(b"d" * 8000, 8000) == b"d" * 4000  # the second half is new
+    assert delivered.take(b"e" * 100, 8000) == b"e" * 100
+    assert abs(delivered.seconds - (1.5 + 0.5 + 100 / 8000)) < 1e-9
+    assert delivered.resumable
+
+
+def test_a_resumed_attempt_in_another_format_skips_the_same_time_on_sample_bounds() -> None:
+    delivered = Delivered()
+    delivered.new_attempt()
+    delivered.take(b"u" * 800, 8000)  # 0.1 s of 8 kHz mu-law
+    delivered.new_attempt()
+    f32_24k = 4 * 24000
+    assert len(delivered.take(b"f" * 20000, f32_24k)) == 20000 - 9600  # 0.1 s of float32
+    odd = Delivered()
+    odd.take(b"u" * 5, 8000)  # 5/8000 s: 20 bytes of 16 kHz s16le, 10 of them
+    odd.new_attempt()
+    assert len(odd.take(b"s" * 100, 2 * 16000)) == 100 - 20
+    tiny = Delivered()
+    tiny.take(b"u" * 1, 8000)  # 1/8000 s: 4 bytes of s16le at 16 kHz, 2.0 samples
+    tiny.new_attempt()
+    assert len(tiny.take(b"s" * 10, 2 * 16000)) == 6  # cut on a 4-byte boundary
+
+
+def test_audio_of_unknown_byte_rate_makes_the_piece_unresumable() -> None:
+    delivered = Delivered()
+    delivered.new_attempt()
+    assert delivered.take(b"RIFF....WAVE", None) == b"RIFF....WAVE"
+    assert not delivered.resumable

@@ -13,6 +13,7 @@ from bridge.web.url_guard import (
     GuardedResolver,
     GuardRefused,
     check_endpoint,
+    check_endpoints,
     guarded_socket_factory,
     refusal,
 )
@@ -217,3 +218,14 @@ def test_socket_factory_checks_the_exact_address_connected() -> None:
         assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
     finally:
         sock.close()
+
+
+async def test_a_list_of_servers_is_checked_server_by_server():
+    assert await check_endpoints(" WSS://8.8.8.8:8443/tts/ws/, https://8.8.4.4/api\n",
+                                 allow_private=False) == \
+        "wss://8.8.8.8:8443/tts/ws, https://8.8.4.4/api"
+    with pytest.raises(ValueError, match=re.escape("http://169.254.169.254/: ")):
+        await check_endpoints("https://8.8.8.8/api, http://169.254.169.254/", allow_private=True)
+    with pytest.raises(ValueError, match="at most 8"):
+        await check_endpoints(" ".join(f"https://8.8.8.{i}/" for i in range(9)),
+                              allow_private=False)

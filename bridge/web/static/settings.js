@@ -127,6 +127,18 @@ function showPool(stats) {
   $("stat-health").className = health === "ok" ? "ok" : health === "unchecked" ? "" : "bad";
   $("pool-endpoint").textContent = stats.endpoint;
   $("pool-updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  const servers = $("servers").tBodies[0];
+  servers.replaceChildren();
+  for (const server of stats.servers) {
+    const row = servers.insertRow();
+    cell(row, server.endpoint);
+    cell(row, `${server.ready} of ${server.total}`, "num");
+    cell(row, String(server.in_use), "num");
+    cell(row, String(server.requests_served), "num");
+    const health = server.server_health.status;
+    cell(row, server.ejected ? `ejected for ${server.ejected_for_s} s (${server.last_fault})` : health,
+      server.ejected || !["ok", "unchecked"].includes(health) ? "bad" : "ok");
+  }
   const rows = $("connections").tBodies[0];
   rows.replaceChildren();
   for (const conn of stats.connections) {
