@@ -24,6 +24,7 @@ from bridge.silma.fleet_core import FleetCore
 from bridge.silma.pool import SilmaPool
 from bridge.silma.retry_core import RetryBudget, RetryPolicy
 
+NO_CONNECTION_LOAD = 1e6  # beyond any real load per slot
 log = structlog.get_logger("bridge.pool")
 
 
@@ -100,11 +101,14 @@ class Fleet:
         self._first_audio.add(self._now(), seconds)
 
     def _load(self) -> dict[str, float]:
-        """Outstanding requests per announced slot (1 slot where a server announces none)."""
+        """Outstanding requests per announced slot (1 slot where a server announces none); a
+        server with no connection at all (down, or reconnecting) comes after every other, so
+        no request waits for its reconnection while another server can serve it now."""
         load = {}
         for name, pool in self.pools.items():
             slots, _ = announced(pool.server_health.get("server") or {})
-            load[name] = pool.outstanding / (slots or 1)
+            load[name] = pool.outstanding / (slots or 1) + (
+                0.0 if pool.has_connections else NO_CONNECTION_LOAD)
         return load
 
     def _health_hook(self, name: str) -> Callable[[bool], None]:

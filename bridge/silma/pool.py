@@ -158,6 +158,11 @@ class SilmaPool:
         self.fallbacks += 1
 
     @property
+    def has_connections(self) -> bool:
+        """Some connection is ready or in use: a server that is down has none."""
+        return self._core.count(SlotState.READY) > 0 or self._core.in_use > 0
+
+    @property
     def outstanding(self) -> int:
         """Requests on this server now: leased connections and callers waiting for one."""
         return self._core.in_use + len(self._core.waiters)
