@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.settings import Settings, load_settings
+from bridge.silma import protocol as p
 from bridge.tts_server import app as tts_app
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT, BridgeContext
@@ -90,3 +91,30 @@ async def wait_ended(bridge: RunningBridge, call_id: str) -> dict[str, Any]:
     trace = bridge.context.registry.trace(call_id)
     assert trace is not None and trace["live"] is False
     return trace
+
+
+@contextlib.asynccontextmanager
+async def silent_tts_server() -> AsyncIterator[str]:
+    """Answers hello, then never answers a synthesize (the stall of issue 16)."""
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for message in sock:
+            data = message.data if isinstance(message.data, str) else bytes(message.data).decode()
+            if '"hello"' in data:
+                await sock.send_str(p.build_server_hello(p.ServerHello(
+                    capabilities=("stream",))).decode())
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()

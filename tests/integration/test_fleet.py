@@ -17,8 +17,9 @@ from bridge.silma.endpoint import parse_endpoints
 from bridge.silma.fleet import Fleet
 from bridge.silma.fleet_core import EJECT_S
 from bridge.silma.pool import SilmaPool
+from bridge.silma.retry_core import RetryPolicy
 from tests.delay_proxy import DelayProxy
-from tests.servers import make_settings, running_tts
+from tests.servers import make_settings, running_tts, silent_tts_server
 
 SENTENCE = "Two servers share the work."
 
@@ -42,8 +43,9 @@ def client_of(fleet: Fleet, http: aiohttp.ClientSession) -> SilmaClient:
                        timeout_s=20.0, want_ulaw=True)
 
 
-async def spoken(client: SilmaClient) -> int:
-    return sum([len(piece.data) async for piece in client.synthesize(SENTENCE)])
+async def spoken(client: SilmaClient, steps: list[str] | None = None) -> int:
+    on_step = steps.append if steps is not None else (lambda _: None)
+    return sum([len(piece.data) async for piece in client.synthesize(SENTENCE, on_step)])
 
 
 def served(fleet: Fleet) -> dict[str, int]:
@@ -113,3 +115,28 @@ async def test_an_ejected_server_is_asked_again_once_its_backoff_has_passed(tts,
         finally:
             await fleet.close()
             await proxy.close()
+
+
+async def test_a_stalled_server_is_left_at_the_first_audio_deadline_and_ejected(tts, http):
+    async with silent_tts_server() as stalled:
+        fleet = fleet_of(http, f"{stalled}, {tts.url}")
+        await fleet.start()
+        try:
+            await fleet.wait_ready(2, timeout_s=5)
+            client = SilmaClient(fleet.endpoint, fleet, http, api_key="",
+                                 voice=p.SynthesizeRequest(text=""), timeout_s=20.0,
+                                 want_ulaw=True,
+                                 policy=RetryPolicy(first_audio_timeout_s=0.3))
+            steps: list[str] = []
+            # The turn gives the first request to the stalled server: it moves on at 0.3 s.
+            audio = sum([len(piece.data) async for piece in
+                         client.synthesize(SENTENCE, steps.append, urgent=True)])
+            assert audio > 8000 and "retry:stall" in steps
+            state = fleet.server_stats()[0]
+            assert state["endpoint"] == stalled and state["ejected"]
+            assert state["last_fault"] == "stall"
+            steps.clear()
+            assert await spoken(client, steps) > 8000  # straight to the server that answers
+            assert not [s for s in steps if s.startswith("retry:")]
+        finally:
+            await fleet.close()

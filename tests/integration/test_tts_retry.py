@@ -4,13 +4,10 @@ burst, and a server that accepts requests and never answers (a stall)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bridge.errors import TTSError
 from bridge.settings import PoolSettings, TTSServerSettings
@@ -22,6 +19,7 @@ from bridge.silma.retry_core import RetryPolicy, failure_reason
 from bridge.tts_server.app import start
 from bridge.tts_server.engines.piper import PiperEngine
 from bridge.tts_server.engines.sim import SimEngine
+from tests.servers import silent_tts_server
 
 WAIT_S = 30.0  # bound on the whole burst; a normal run takes a second or two
 
@@ -82,35 +80,8 @@ async def test_a_burst_beyond_the_servers_queue_is_served_in_full_by_retries(
     assert retries and set(retries) == {"retry:busy"}  # 8 at once on 1 + 1 queued: busy
 
 
-@contextlib.asynccontextmanager
-async def silent_server() -> AsyncIterator[str]:
-    """Answers hello, then never answers a synthesize (the stall of issue 16)."""
-
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        sock = web.WebSocketResponse()
-        await sock.prepare(request)
-        async for message in sock:
-            data = message.data if isinstance(message.data, str) else bytes(message.data).decode()
-            if '"hello"' in data:
-                await sock.send_str(p.build_server_hello(p.ServerHello(
-                    capabilities=("stream",))).decode())
-        return sock
-
-    app = web.Application()
-    app.router.add_get("/ws", ws)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_stalled_server_moves_the_piece_on_and_it_is_given_up_as_a_stall() -> None:
-    async with silent_server() as url, aiohttp.ClientSession() as http:
+    async with silent_tts_server() as url, aiohttp.ClientSession() as http:
         pool = make_pool(http, url)
         await pool.start()
         try:
