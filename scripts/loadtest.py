@@ -601,6 +601,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scheduling priority of this script and its processes; negative (e.g. -10, as "
         "root) keeps a busy machine's other processes from skewing the numbers",
     )
+    own.add_argument("--bridge-src", type=Path, default=servers.REPO,
+                     help="run the bridge of another checkout (a worktree of an older commit: "
+                     "before and after on the same generator)")
     own.add_argument("--tts-servers", type=int, default=1,
                      help="sim TTS servers, all listed in the bridge's endpoint (1-4)")
     own.add_argument("--kill-tts-after", type=float, metavar="S",
@@ -679,6 +682,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 greeting=GREETING,
                 extra_env=extra,
                 nice=args.nice,
+                src=args.bridge_src,
             )
             children.append(bridge)
             bridge.wait_healthy("/health", 60)

@@ -35,7 +35,6 @@ class Fleet:
         self.pools = {pool.endpoint.ws_url: pool for pool in pools}
         self._clock = clock
         self._core = FleetCore(list(self.pools))
-        self.counters = ReplyCounters()  # replies refused over HTTP, for every server
         policy = RetryPolicy()
         self.retry_budget = RetryBudget(policy.budget_tokens, policy.budget_ratio)
         self._first_audio = RecentMean()
@@ -49,6 +48,11 @@ class Fleet:
     def endpoint(self) -> Endpoint:
         """The server for what is not spread (the HTTP fallback, messages): the first up."""
         return self.pools[self._core.first_up(self._now())].endpoint
+
+    @property
+    def counters(self) -> ReplyCounters:
+        """Where a client counts the HTTP replies it refused: its fallback server's pool."""
+        return self.pools[self._core.first_up(self._now())].counters
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,8 +155,7 @@ class Fleet:
             state = self._core.servers[name]
             stats.append({**pool.stats(), "ejected": state.ejected(now),
                           "ejected_for_s": round(max(0.0, state.ejected_until - now), 1),
-                          "ejections": state.ejections, "last_fault": state.last_fault,
-                          })
+                          "ejections": state.ejections, "last_fault": state.last_fault})
         return stats
 
     def stats(self) -> dict[str, Any]:

@@ -105,6 +105,7 @@ async def test_an_ejected_server_is_asked_again_once_its_backoff_has_passed(tts,
             # requests go to it (the least loaded) and it serves them.
             port_again = await proxy.start(port=port)
             assert port_again == port
+            await fleet.pools[first].wait_ready(1, timeout_s=5)  # its pool reconnected
             assert await spoken(client) > 8000
             assert served(fleet)[first] == before
             now[0] += EJECT_S[1]
