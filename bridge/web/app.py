@@ -37,6 +37,7 @@ from bridge.web.access import (
     enforce,
 )
 from bridge.web.context import CONTEXT, BridgeContext
+from bridge.web.disconnects import client_gone
 from bridge.web.forwarded import Network, parse_networks
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
@@ -166,7 +167,7 @@ def create_app(services: Services, config: AppConfig | None = None) -> web.Appli
     `config` is AppConfig.check(services.settings) unless the caller checked it earlier."""
     settings = services.settings
     config = config or AppConfig.check(settings)
-    app = web.Application(middlewares=[enforce])
+    app = web.Application(middlewares=[client_gone, enforce])
     admission = Admission(max_calls=settings.admission.max_calls,
                           first_words_s=settings.admission.first_words_s)
     app[CONTEXT] = BridgeContext(
@@ -185,7 +186,7 @@ def create_app(services: Services, config: AppConfig | None = None) -> web.Appli
 def create_ops_app(ctx: BridgeContext) -> web.Application:
     """The ops endpoints alone, without a credential, for the ops listener (BRIDGE_OPS_PORT):
     the same handlers on the same context as the main app."""
-    app = web.Application(middlewares=[enforce])
+    app = web.Application(middlewares=[client_gone, enforce])
     app[CONTEXT] = ctx
     app[OPS_LISTENER] = True
     _add_routes(app, OPS_ROUTES)
