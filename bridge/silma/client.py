@@ -139,6 +139,7 @@ class SilmaClient:
 
         def time_left_s() -> float:
             return patience.time_left(loop.time(), needed_at())
+
         avoid: set[str] = set()
         delivered = Delivered()
         attempt = 0
