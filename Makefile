@@ -4,8 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# SILMA's own client plugins (livekit, pipecat) for the v2 interoperability tests, in a venv of
+# their own: their frameworks (livekit-agents, pipecat-ai) are heavy and must not enter ours.
+PLUGINS_VENV := .venv-plugins
+PLUGINS_STAMP := $(PLUGINS_VENV)/.installed
+PLUGINS_REQUIREMENTS := tests/plugin_clients/requirements.txt
 
-.PHONY: install run tts-server browser test bench clean
+.PHONY: install run tts-server browser plugins-venv test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +28,14 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
+$(PLUGINS_STAMP): $(PLUGINS_REQUIREMENTS)
+	$(PYTHON) -m venv $(PLUGINS_VENV)
+	$(PLUGINS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PLUGINS_VENV)/bin/python -m pip install -q -r $(PLUGINS_REQUIREMENTS)
+	touch $@
+
+plugins-venv: $(PLUGINS_STAMP)
+
 # Local trials: the emulated carrier (`python -m bridge call`) signs nothing unless given a
 # token, so unsigned webhooks are answered here; the bridge listens on loopback only.
 run: install
@@ -36,10 +49,11 @@ tts-server: install
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
-test: $(TEST_STAMP) browser
+# BRIDGE_TEST_PLUGINS_PYTHON makes the plugin tests required: they fail, not skip, without it.
+test: $(TEST_STAMP) $(PLUGINS_STAMP) browser
 	$(BIN)/python -m ruff check bridge tests scripts
 	$(BIN)/python -m mypy bridge tests scripts
-	$(BIN)/python -m pytest -q
+	BRIDGE_TEST_PLUGINS_PYTHON=$(CURDIR)/$(PLUGINS_VENV)/bin/python $(BIN)/python -m pytest -q
 
 bench: $(TEST_STAMP)
 	$(BIN)/python scripts/bench_dsp.py
@@ -47,4 +61,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python scripts/bench_pool.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PLUGINS_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """The SILMA TTS API server process: app factory, and entry points to serve it.
 
-- create_app(settings, engine=None): the aiohttp application, routes under settings.base_path
+- create_app(settings, engine=None): the aiohttp application, routes under settings.base_path:
+  our protocol at /ws, /synthesize, /health, /metrics; SILMA's API v2 at /tts/v2 (v2_api.py)
 - start(settings, host=, port=, engine=): a listening server (port 0 = any free port)
 - serve(settings, host=, port=): runs until cancelled
 - run(settings): blocking, uvloop when installed, quiet on Ctrl-C and SIGTERM
@@ -19,9 +20,13 @@ import structlog
 from aiohttp import web
 
 from bridge.settings import TTSServerSettings
+from bridge.silma import v2_protocol as v2
 from bridge.tts_server.engines import Engine, get_engine
 from bridge.tts_server.http_api import HttpApi
 from bridge.tts_server.service import TTSService
+from bridge.tts_server.v2_api import PREFIX as V2_PREFIX
+from bridge.tts_server.v2_api import V2Api
+from bridge.tts_server.v2_catalog import build_catalog
 from bridge.tts_server.ws_api import WebSocketApi
 
 log = structlog.get_logger("bridge.tts_server")
@@ -37,20 +42,24 @@ def base_path(path: str) -> str:
 
 
 def create_app(settings: TTSServerSettings, engine: Engine | None = None) -> web.Application:
-    """The server app. An engine passed in is shared: started if needed, never closed here."""
+    """The server app. An engine passed in is shared: started if needed, never closed here.
+    Raises ConfigError for a bad v2 model table or voices folder."""
     owned = engine is None
     service = TTSService(settings, engine or get_engine(settings))
+    catalog = build_catalog(settings, service.engine.name)
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[SERVICE] = service
     base = base_path(settings.base_path)
-    http, ws = HttpApi(service), WebSocketApi(service)
+    http, ws, silma_v2 = HttpApi(service), WebSocketApi(service), V2Api(service, catalog)
     app.router.add_get(f"{base}/ws", ws.handle)
     app.router.add_post(f"{base}/synthesize", http.synthesize)
     app.router.add_get(f"{base}/health", http.health)
     app.router.add_get(f"{base}/metrics", http.metrics)
+    app.router.add_get(f"{base}{V2_PREFIX}{v2.WS_PATH}", silma_v2.ws)
+    app.router.add_post(f"{base}{V2_PREFIX}{v2.HTTP_PATH}", silma_v2.stream)
 
     async def close_sockets(_: web.Application) -> None:
-        await ws.close_all()
+        await asyncio.gather(ws.close_all(), silma_v2.close_all())
 
     app.on_shutdown.append(close_sockets)
 
@@ -74,6 +83,11 @@ class RunningServer:
     @property
     def ws_url(self) -> str:
         return "ws" + self.url.removeprefix("http") + "/ws"
+
+    @property
+    def v2_url(self) -> str:
+        """The base URL of SILMA's API v2 here, as its clients take it."""
+        return self.url + V2_PREFIX
 
     async def close(self) -> None:
         await self.runner.cleanup()

@@ -22,11 +22,14 @@ from bridge.tts_server.service import TTSService, error_reply
 STATUS = {"bad_request": 400, "unauthorized": 401, "busy": 503, "timeout": 504, "internal": 500}
 
 
+def retry_after(seconds: float | None) -> dict[str, str]:
+    """The Retry-After header of a busy answer. HTTP's is whole seconds (RFC 9110 10.2.3):
+    rounded up, at least 1; a JSON body may carry the finer estimate."""
+    return {"Retry-After": str(max(1, math.ceil(seconds or 1)))}
+
+
 def error_response(reply: ErrorReply, status: int | None = None) -> web.Response:
-    # HTTP's Retry-After is whole seconds (RFC 9110 10.2.3): rounded up, at least 1; the body's
-    # retry_after_s keeps the finer estimate.
-    headers = {"Retry-After": str(max(1, math.ceil(reply.retry_after_s or 1)))} \
-        if reply.code == "busy" else None
+    headers = retry_after(reply.retry_after_s) if reply.code == "busy" else None
     return web.Response(
         body=build_error(reply),
         status=status or STATUS.get(reply.code, 500),

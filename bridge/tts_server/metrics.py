@@ -1,7 +1,8 @@
 """GET {base}/metrics: the health figures in Prometheus text format, read at scrape time.
 
-Gauges only, taken from `TTSService.health()`: queue depth, requests in flight, and an
-engine's own figures (the silma engine: real-time factor, time to first chunk, chunk counts).
+Taken from `TTSService.health()`: gauges of queue depth, requests in flight, and an engine's
+own figures (the silma engine: real-time factor, time to first chunk, chunk counts), and the
+counter of v2 requests refused before synthesis, by code.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PREFIX = "tts_server_"
@@ -33,6 +34,11 @@ class _HealthCollector(Collector):
         for key, value in numbers.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 yield GaugeMetricFamily(f"{PREFIX}{key}", f"health field {key}", value=value)
+        refused = CounterMetricFamily(f"{PREFIX}v2_refused", "v2 requests refused before "
+                                      "synthesis, by error code", labels=["code"])
+        for code, count in health.get("v2_refused", {}).items():
+            refused.add_metric([code], count)
+        yield refused
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

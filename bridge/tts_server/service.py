@@ -9,17 +9,18 @@ Streamed chunks are each decodable alone: in "wav" format every chunk is a whole
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 import structlog
 
-from bridge.audio.codec import decode_audio, encode_audio
+from bridge.audio.codec import encode_audio
 from bridge.audio.resample import StreamResampler
 from bridge.errors import AudioFormatError, TTSError
 from bridge.settings import TTSServerSettings
@@ -39,12 +40,17 @@ from bridge.silma.protocol import (
 )
 from bridge.tts_server.engines.base import Engine, Utterance
 from bridge.tts_server.scheduler import Busy, DeadlineExceeded, Scheduler
-from bridge.tts_server.voices import MAX_VOICE_S, StoredVoice, UnknownVoice, VoiceStore
+from bridge.tts_server.voices import (
+    MAX_VOICE_S,
+    StoredVoice,
+    UnknownVoice,
+    VoiceStore,
+    decode_clip,
+)
 
 log = structlog.get_logger("bridge.tts_server")
 
 ChunkSink = Callable[[AudioChunk], Awaitable[None]]
-MAX_REFERENCE_PEAK = 2.0  # decoded float audio far beyond full scale is not audio (e.g. text)
 
 
 class TTSService:
@@ -57,6 +63,8 @@ class TTSService:
         # Per socket: more than the server would admit at once is never useful.
         self.max_in_flight = settings.concurrency + settings.max_queue
         self.voices = VoiceStore(settings.max_voices)
+        # Requests the v2 API refused before synthesis, by error code (bad input, busy socket).
+        self.v2_refused: collections.Counter[str] = collections.Counter()
         self._load_task: asyncio.Task[None] | None = None
 
     @property
@@ -112,6 +120,7 @@ class TTSService:
             "urgent_job_s": (None if self.scheduler.mean_urgent_job_s is None
                              else round(self.scheduler.mean_urgent_job_s, 3)),
             "voices": len(self.voices),
+            "v2_refused": dict(self.v2_refused),
             **({"engine_stats": engine_health()} if callable(engine_health) else {}),
         }
 
@@ -134,10 +143,12 @@ class TTSService:
         log.info("tts_voice_registered", voice_id=voice_id, duration_s=round(audio.size / rate, 2))
         return VoiceRegistered(voice_id, message.id, round(audio.size / rate, 3))
 
-    def _utterance(self, request: SynthesizeRequest) -> Utterance:
+    def _utterance(self, request: SynthesizeRequest, voice: StoredVoice | None = None
+                   ) -> Utterance:
         reference, rate, reference_text = None, 0, request.reference_text
-        if request.voice_id is not None:
+        if voice is None and request.voice_id is not None:
             voice = self.voices.get(request.voice_id, request.id)
+        if voice is not None:
             reference, rate, reference_text = voice.audio, voice.rate, voice.text
         elif request.reference_audio:
             reference, rate = _decode_reference(request.reference_audio, request.id)
@@ -151,17 +162,25 @@ class TTSService:
         )
 
     async def synthesize(
-        self, request: SynthesizeRequest, on_chunk: ChunkSink | None = None
+        self,
+        request: SynthesizeRequest,
+        on_chunk: ChunkSink | None = None,
+        *,
+        voice: StoredVoice | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> SynthesisComplete:
         """Speak one request. With `on_chunk`, audio goes there and the result carries none.
 
+        `voice` is one the caller has already found (the v2 API's, predefined or registered),
+        spoken instead of the request's own; `labels` go into the request's log line.
         Raises RequestError, Busy, DeadlineExceeded or TTSError; cancellation stops it between
-        chunks and frees its slot (or its place in the queue).
+        chunks and frees its slot (or its place in the queue), and so does an `on_chunk` that
+        raises ConnectionResetError (the client is gone), which is raised on.
         """
         stats = _Stats(time.perf_counter())
         outcome = "error"
         try:
-            utterance = self._utterance(request)
+            utterance = self._utterance(request, voice)
             result = await self.scheduler.run(
                 lambda: self._render(request, utterance, on_chunk, stats),
                 priority=NORMAL if request.priority is None else request.priority,
@@ -181,9 +200,13 @@ class TTSService:
         except DeadlineExceeded:
             outcome = "timeout"
             raise
+        except ConnectionResetError:
+            outcome = "client_gone"
+            raise
         finally:
             log.info(
                 "tts_request",
+                **(labels or {}),
                 id=request.id,
                 engine=self.engine.name,
                 chars=len(request.text),
@@ -267,12 +290,9 @@ class _Stats:
 
 def _decode_reference(data: bytes, request_id: str | None) -> tuple[np.ndarray, int]:
     try:
-        reference, rate = decode_audio(data)
+        return decode_clip(data)
     except AudioFormatError as exc:
-        raise RequestError(f"audio is not a WAV or raw float32 clip: {exc}", request_id) from exc
-    if not reference.size or float(np.max(np.abs(reference))) > MAX_REFERENCE_PEAK:
-        raise RequestError("audio does not decode to a WAV or raw float32 clip", request_id)
-    return reference, rate
+        raise RequestError(str(exc), request_id) from exc
 
 
 def _peek_id(raw: bytes) -> str | None:

@@ -15,9 +15,12 @@ import hashlib
 
 import numpy as np
 
+from bridge.audio.codec import decode_audio
+from bridge.errors import AudioFormatError
 from bridge.silma.protocol import RequestError
 
 MAX_VOICE_S = 30.0  # bounds the store's memory; engines use the first seconds anyway
+MAX_REFERENCE_PEAK = 2.0  # decoded float audio far beyond full scale is not audio (e.g. text)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,6 +28,18 @@ class StoredVoice:
     audio: np.ndarray  # float32 mono, decoded and validated
     rate: int
     text: str
+
+
+def decode_clip(data: bytes) -> tuple[np.ndarray, int]:
+    """A reference clip (WAV, else raw float32) as float32 mono and its rate; AudioFormatError
+    when it is none, is empty, or is far beyond full scale."""
+    try:
+        reference, rate = decode_audio(data)
+    except AudioFormatError as exc:
+        raise AudioFormatError(f"audio is not a WAV or raw float32 clip: {exc}") from exc
+    if not reference.size or float(np.max(np.abs(reference))) > MAX_REFERENCE_PEAK:
+        raise AudioFormatError("audio does not decode to a WAV or raw float32 clip")
+    return reference, rate
 
 
 class UnknownVoice(RequestError):

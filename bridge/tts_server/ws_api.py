@@ -42,14 +42,7 @@ class WebSocketApi:
         self._open: set[web.WebSocketResponse] = set()
 
     async def close_all(self) -> None:
-        """On shutdown: a pooled socket would otherwise hold the server open until it idles out."""
-        await asyncio.gather(
-            *(
-                ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-                for ws in tuple(self._open)
-            ),
-            return_exceptions=True,
-        )
+        await close_sockets(self._open)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         service = self._service
@@ -72,6 +65,17 @@ class WebSocketApi:
             self._open.discard(ws)
             await session.cancel_all()
         return ws
+
+
+async def close_sockets(sockets: set[web.WebSocketResponse]) -> None:
+    """On shutdown: a pooled socket would otherwise hold the server open until it idles out."""
+    await asyncio.gather(
+        *(
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            for ws in tuple(sockets)
+        ),
+        return_exceptions=True,
+    )
 
 
 class _Session:

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.audio.codec import decode_audio, encode_audio
 from bridge.errors import TTSError
@@ -15,6 +16,7 @@ from bridge.silma.protocol import AudioChunk, RequestError, SynthesizeRequest
 from bridge.tts_server.engines.base import Utterance
 from bridge.tts_server.scheduler import Busy, DeadlineExceeded
 from bridge.tts_server.service import TTSService, error_reply
+from bridge.tts_server.voices import StoredVoice
 
 NATIVE_RATE = 22050
 CHUNK = 2205  # 100 ms
@@ -112,6 +114,32 @@ async def test_a_reference_that_is_not_audio_is_a_bad_request(blob: bytes) -> No
         await service.synthesize(SynthesizeRequest(text="hi", reference_audio=blob, id="r"))
     assert raised.value.request_id == "r"
     assert engine.last is None  # refused before taking a slot
+
+
+async def test_a_voice_the_caller_found_is_spoken_instead_of_the_requests() -> None:
+    engine = FakeEngine()
+    service = await make_service(engine)
+    voice = StoredVoice(np.full(800, 0.1, dtype=np.float32), 8000, "Its transcript.")
+    await service.synthesize(SynthesizeRequest(text="hi", reference_text="ignored"), voice=voice)
+    assert engine.last is not None
+    assert engine.last.reference_audio is voice.audio
+    assert (engine.last.reference_rate, engine.last.reference_text) == (8000, "Its transcript.")
+
+
+async def test_a_client_gone_mid_stream_stops_the_engine_and_frees_the_slot() -> None:
+    engine = FakeEngine()
+    service = await make_service(engine)
+
+    async def gone(chunk: AudioChunk) -> None:
+        raise ConnectionResetError("the client left")
+
+    with capture_logs() as logs, pytest.raises(ConnectionResetError):
+        await service.synthesize(SynthesizeRequest(text="hi", stream=True), gone,
+                                 labels={"api": "v2"})
+    assert engine.closed.is_set() and engine.started_chunks < 5
+    assert service.scheduler.running == 0
+    (line,) = [entry for entry in logs if entry["event"] == "tts_request"]
+    assert (line["outcome"], line["api"]) == ("client_gone", "v2")
 
 
 async def test_cancel_stops_the_engine_between_chunks() -> None:
