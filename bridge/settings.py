@@ -22,8 +22,16 @@ ENV_PREFIX = "BRIDGE_"
 
 @dataclasses.dataclass(frozen=True)
 class SilmaSettings:
+    # "silma": our protocol (our TTS server); "v2": SILMA's public API (its cloud, or our server's
+    # v2 routes), spoken in v2_model / v2_voice.
+    api: str = "silma"
     endpoint: str = ""
     api_key: str = dataclasses.field(default="", repr=False)
+    v2_model: str = "silma-tts-v2-msa"
+    v2_voice: str = "sarah"
+    # A cloned voice on the SILMA account (needs v2_user_id), instead of v2_voice.
+    v2_custom_audio_id: str = ""
+    v2_user_id: str = ""
     reference_audio: str = ""
     reference_text: str = ""
     speed: float = 1.0
@@ -148,6 +156,14 @@ class TTSServerSettings:
     silma_max_batch: int = 8
     silma_default_voice: str = ""
     silma_default_voice_text: str = ""
+    # SILMA's public API v2 at {base}/tts/v2: the model ids it answers, each with the engine
+    # that speaks it ("" = the running one); empty = every v2 model, by the running engine.
+    v2_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Its predefined voices: <voice_id>.wav + <voice_id>.txt (the transcript), read at start;
+    # empty = only "default" (the engine's own voice).
+    v2_voices_dir: str = ""
+    # v2 requests one socket may have waiting behind the one being spoken; past it: busy.
+    v2_max_pending: int = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +277,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_AGENT_KIND must be scripted or remote")
     if s.agent.kind == "remote" and not s.agent.remote_url.startswith(("ws://", "wss://")):
         raise ConfigError("BRIDGE_AGENT_REMOTE_URL must be a ws:// or wss:// URL")
+    if s.silma.api not in {"silma", "v2"}:
+        raise ConfigError("BRIDGE_SILMA_API must be silma or v2")
+    if s.silma.api == "v2" and s.silma.v2_custom_audio_id and not s.silma.v2_user_id:
+        raise ConfigError("BRIDGE_SILMA_V2_CUSTOM_AUDIO_ID needs BRIDGE_SILMA_V2_USER_ID")
     if s.tts_server.engine not in {"piper", "silma", "sim"}:
         raise ConfigError("BRIDGE_TTS_SERVER_ENGINE must be piper, silma or sim")
     if not 20 <= s.call.lead_ms <= 1000:
@@ -271,6 +291,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("pool: need size >= 1 and 0 <= warm <= size")
     if s.tts_server.concurrency < 1 or s.tts_server.max_queue < 0:
         raise ConfigError("tts_server.concurrency must be >= 1 and max_queue >= 0")
+    if not 0 <= s.tts_server.v2_max_pending <= 64:
+        raise ConfigError("BRIDGE_TTS_SERVER_V2_MAX_PENDING must be between 0 and 64")
     if s.admission.max_calls < 0 or not 0 < s.admission.first_words_s <= 60:
         raise ConfigError("admission (BRIDGE_ADMISSION_MAX_CALLS, _FIRST_WORDS_S): need "
                           "max_calls >= 0 and 0 < first_words_s <= 60")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import socket
@@ -10,11 +11,13 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings, TTSServerSettings, load_settings
 from bridge.silma import protocol as p
 from bridge.tts_server import app as tts_app
+from bridge.tts_server.engines import Engine
 from bridge.web.app import create_app
 from bridge.web.context import CONTEXT, BridgeContext
 from bridge.web.services import Services, open_services
@@ -32,9 +35,19 @@ def make_settings(**tts_server: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_tts(settings: Settings) -> AsyncIterator[tts_app.RunningServer]:
-    server = await tts_app.start(settings.tts_server, host="127.0.0.1", port=0)
+    async with serving_tts(settings.tts_server) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def serving_tts(settings: TTSServerSettings, engine: Engine | None = None
+                      ) -> AsyncIterator[tts_app.RunningServer]:
+    """Our TTS server on a free loopback port, its engine loaded: `engine` (shared, never
+    closed here) or the one `settings` name."""
+    server = await tts_app.start(settings, host="127.0.0.1", port=0, engine=engine)
     try:
-        await server.service.loaded()
+        async with asyncio.timeout(20):
+            await server.service.loaded()
         yield server
     finally:
         await server.close()
@@ -80,6 +93,15 @@ async def running_bridge(settings: Settings, *, tts_url: str,
             yield RunningBridge(url, runner)
         finally:
             await runner.cleanup()
+
+
+async def caller_speech(tts: tts_app.RunningServer, text: str) -> bytes:
+    """Real speech as the caller's line carries it: 8 kHz mu-law from our TTS server."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{tts.url}/synthesize", json={
+                "type": "synthesize", "text": text, "format": "ulaw", "sample_rate": 8000}) as r:
+            body = await r.json()
+    return base64.b64decode(body["audio"])
 
 
 async def wait_ended(bridge: RunningBridge, call_id: str) -> dict[str, Any]:

@@ -3,18 +3,24 @@
 Latin and Arabic punctuation both end pieces. The first piece is cut at a clause boundary
 (, ; : ، ؛) when the first sentence is long or still incomplete, because time to first audio grows
 with the length of the first request. Text may arrive whole or in pieces (a streaming agent); the
-same rules apply, and a piece leaves as soon as it is complete. Pure: no I/O.
+same rules apply, and a piece leaves as soon as it is complete. No piece is over
+MAX_PIECE_CHARS (SILMA's public API refuses longer text): a longer sentence is cut at its
+latest clause end that fits (v2_protocol.split_text), never inside a pronunciation hint.
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import re
 
+from bridge.silma.v2_protocol import MAX_TEXT_CHARS, split_text
+
 # A sentence is complete once its end punctuation is followed by white space.
 _SENTENCE_END = re.compile(r"[.!?؟…][\"')\]]*\s+")
 _CLAUSE_END = re.compile(r"[,;:،؛]\s+")
 FIRST_PIECE_MAX_CHARS = 60
 MIN_CLAUSE_CHARS = 12
+MAX_PIECE_CHARS = MAX_TEXT_CHARS
 
 
 class Segmenter:
@@ -29,14 +35,14 @@ class Segmenter:
         while (cut := self._next_cut()) is not None:
             piece, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
             if piece:
-                pieces.append(piece)
+                pieces += _capped(piece)
                 self._first = False
         return pieces
 
     def flush(self) -> list[str]:
         """The text is complete: whatever is left is the last piece."""
         rest, self._buffer = self._buffer.strip(), ""
-        return [rest] if rest else []
+        return _capped(rest) if rest else []
 
     def _next_cut(self) -> int | None:
         if not self._first:
@@ -53,6 +59,10 @@ class Segmenter:
                 break
             return clause.end()
         return sentence.end() if sentence else None
+
+
+def _capped(piece: str) -> list[str]:
+    return [piece] if len(piece) <= MAX_PIECE_CHARS else split_text(piece, MAX_PIECE_CHARS)
 
 
 def split_for_tts(text: str) -> list[str]:

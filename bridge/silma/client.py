@@ -25,14 +25,10 @@ import structlog
 from bridge.audio.codec import is_wav, raw_bytes_per_second
 from bridge.errors import TTSError, TTSReplyError, TTSUnavailable
 from bridge.silma import protocol as p
-from bridge.silma.connection import (
-    AudioPiece,
-    ReplyCounters,
-    SilmaConnection,
-    auth_headers,
-    read_capped,
-)
-from bridge.silma.endpoint import Endpoint
+from bridge.silma import v2_protocol as v2
+from bridge.silma.connection import AudioPiece, ReplyCounters, SilmaConnection, read_capped
+from bridge.silma.connections import TTSConnection
+from bridge.silma.endpoint import V2, Endpoint
 from bridge.silma.retry_core import (
     RETRYABLE,
     Delivered,
@@ -44,6 +40,7 @@ from bridge.silma.retry_core import (
     classify,
     decide,
 )
+from bridge.silma.v2_connection import stream_over_http
 from bridge.silma.voice_core import voice_key
 
 StepCallback = Callable[[str], None]
@@ -81,9 +78,9 @@ class ConnectionSource(Protocol):
     # Retries of this source's requests spend it (shared by every call on the source).
     retry_budget: RetryBudget
 
-    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection: ...
+    async def acquire(self, avoid: Collection[str] = ()) -> TTSConnection: ...
 
-    def release(self, conn: SilmaConnection, failure: str | None = None) -> None: ...
+    def release(self, conn: TTSConnection, failure: str | None = None) -> None: ...
 
     def note_fallback(self) -> None:
         """A request went over HTTP instead."""
@@ -99,7 +96,8 @@ class SilmaClient:
                  timeout_s: float, want_ulaw: bool,
                  counters: ReplyCounters | None = None,
                  policy: RetryPolicy | None = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random,
+                 v2_voice: v2.V2Voice | None = None) -> None:
         self.endpoint = endpoint
         # The pool's counters, so refused HTTP replies show in its stats with the WebSocket's.
         self.counters = counters if counters is not None else ReplyCounters()
@@ -109,6 +107,8 @@ class SilmaClient:
         self._voice = voice  # reference audio, transcript, speed and seed; text filled per call
         # Its digest, once per call: hashing a clip (up to MBs) per piece would cost the loop.
         self._voice_key = voice_key(voice)
+        # Who speaks on SILMA's v2 API (an endpoint whose api is V2): there the clip is unused.
+        self._v2_voice = v2_voice if v2_voice is not None else v2.V2Voice()
         self._timeout_s = timeout_s
         self._want_ulaw = want_ulaw
         self._policy = policy if policy is not None else RetryPolicy()
@@ -124,7 +124,7 @@ class SilmaClient:
     async def synthesize(self, text: str, on_step: StepCallback = _ignore, *,
                          urgent: bool = False,
                          needed_at: Callable[[], float] = _needed_now
-                         ) -> AsyncIterator[AudioPiece]:
+                         ) -> AsyncGenerator[AudioPiece, None]:
         """Yield the audio of `text`, trying again while there is time (retry_core decides)
         when an attempt fails; one cut after some of its audio was yielded resumes where that
         audio ended. `urgent`: a caller is
@@ -198,16 +198,12 @@ class SilmaClient:
         attempt.server = conn.server
         failure: str | None = None
         try:
-            wire = conn.prepare(request, want_stream=True,
-                                want_format="ulaw" if self._want_ulaw else None,
-                                want_rate=8000 if self._want_ulaw else None)
-            if conn.supports("priority"):
-                wire = dataclasses.replace(
-                    wire, priority=p.URGENT if urgent else p.NORMAL,
-                    deadline_ms=max(1, min(p.MAX_DEADLINE_MS, int(time_left_s * 1000))))
+            if isinstance(conn, SilmaConnection):
+                asked = self._send(conn, request, urgent=urgent, time_left_s=time_left_s)
+            else:
+                asked = conn.synthesize(self._v2_request(request), self._timeout_s)
             on_step("request_sent")
-            async with (contextlib.aclosing(conn.synthesize(
-                    wire, self._timeout_s, voice=self._voice_key)) as pieces,
+            async with (contextlib.aclosing(asked) as pieces,
                         contextlib.aclosing(self._stall_guarded(pieces)) as guarded):
                 async for piece in guarded:
                     yield piece
@@ -216,6 +212,21 @@ class SilmaClient:
             raise
         finally:
             self._source.release(conn, failure)
+
+    def _send(self, conn: SilmaConnection, request: p.SynthesizeRequest, *, urgent: bool,
+              time_left_s: float) -> AsyncGenerator[AudioPiece, None]:
+        """The request in our protocol, with the extensions this server announced."""
+        wire = conn.prepare(request, want_stream=True,
+                            want_format="ulaw" if self._want_ulaw else None,
+                            want_rate=8000 if self._want_ulaw else None)
+        if conn.supports("priority"):
+            wire = dataclasses.replace(
+                wire, priority=p.URGENT if urgent else p.NORMAL,
+                deadline_ms=max(1, min(p.MAX_DEADLINE_MS, int(time_left_s * 1000))))
+        return conn.synthesize(wire, self._timeout_s, voice=self._voice_key)
+
+    def _v2_request(self, request: p.SynthesizeRequest) -> v2.V2Request:
+        return v2.V2Request(request.text, self._v2_voice)
 
     async def _stall_guarded(self, pieces: AsyncIterator[AudioPiece]
                              ) -> AsyncGenerator[AudioPiece, None]:
@@ -237,6 +248,17 @@ class SilmaClient:
     async def _over_http(self, request: p.SynthesizeRequest, on_step: StepCallback
                          ) -> AsyncIterator[AudioPiece]:
         on_step("request_sent")
+        if self.endpoint.api == V2:  # streamed: audio passes on as it arrives
+            try:
+                async with contextlib.aclosing(stream_over_http(
+                        self._session, self.endpoint, self._api_key, self._v2_request(request),
+                        self._timeout_s)) as pieces:
+                    async for piece in pieces:
+                        yield piece
+            except TTSReplyError as exc:
+                self.counters.refused(exc)
+                raise
+            return
         try:
             reply, retry_after = await self._http_reply(request)
         except TTSReplyError as exc:
@@ -258,7 +280,8 @@ class SilmaClient:
         try:
             async with self._session.post(
                 self.endpoint.synthesize_url, data=p.build_synthesize(request),
-                headers={**auth_headers(self._api_key), "Content-Type": "application/json",
+                headers={**self.endpoint.auth_headers(self._api_key),
+                         "Content-Type": "application/json",
                          "Accept-Encoding": "identity"},
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 allow_redirects=False,  # a redirect could point anywhere: never followed

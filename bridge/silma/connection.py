@@ -77,7 +77,7 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -
     return bytes(body)
 
 
-def _fresh(error: TTSError) -> TTSError:
+def fresh_error(error: TTSError) -> TTSError:
     """A new instance per waiting request: one exception object raised in several tasks would
     collect all their tracebacks."""
     if isinstance(error, TTSUnavailable | TTSReplyError):
@@ -117,16 +117,41 @@ class _Route:
     failed: bool = False  # over a bound: told once, the rest of its replies are dropped
 
 
-def auth_headers(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+async def connect_socket(session: aiohttp.ClientSession, endpoint: Endpoint, *, api_key: str,
+                         timeout_s: float, heartbeat_s: float | None,
+                         ssl: ssl.SSLContext | bool, max_msg_size: int
+                         ) -> aiohttp.ClientWebSocketResponse:
+    """A WebSocket to `endpoint`, the key in its API's header. Raises TTSRefused when the
+    upgrade is refused, TTSUnavailable when the server cannot be reached in time."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            # max_msg_size: a bigger message closes the socket (1009) instead of being
+            # buffered; the default would take 4 MiB, our old setting took 64 MiB.
+            return await session.ws_connect(
+                endpoint.ws_url, headers=endpoint.auth_headers(api_key), compress=0,
+                heartbeat=heartbeat_s, ssl=ssl, max_msg_size=max_msg_size,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise TTSRefused(f"TTS server refused the WebSocket ({exc.status})") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise TTSUnavailable(f"cannot connect to TTS server: {exc or type(exc).__name__}") \
+            from exc
+    except TimeoutError:
+        raise TTSUnavailable(f"TTS server did not accept a connection in {timeout_s}s") \
+            from None
 
 
-class SilmaConnection:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, hello: p.ServerHello | None,
-                 created_at: float, *, counters: ReplyCounters | None = None,
-                 where: str = "") -> None:
+class PooledSocket:
+    """What the pool keeps of any TTS WebSocket, whichever API it speaks: its state, the hook
+    that tells the pool it was lost, retiring and closing it. A subclass starts `_reader`, whose
+    end calls `_reader_ended`."""
+
+    _reader: asyncio.Task[None]
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, created_at: float, *,
+                 counters: ReplyCounters | None, where: str) -> None:
         self._ws = ws
-        self.hello = hello
         self.created_at = created_at
         self.state = ConnState.READY
         self.requests_served = 0
@@ -135,6 +160,76 @@ class SilmaConnection:
         self._where = where  # the WebSocket URL, for logs (never carries the key)
         self._closing: asyncio.Task[bool] | None = None
         self.on_closed: Callable[[], None] | None = None  # the pool's hook for a lost socket
+
+    @property
+    def server(self) -> str:
+        """Which server this connection reaches (its WebSocket URL, no credential in it)."""
+        return self._where
+
+    @property
+    def usable(self) -> bool:
+        return self.state is ConnState.READY and not self._ws.closed
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on this socket now (each API counts its own)."""
+        return 0
+
+    def _refused(self, exc: BaseException) -> None:
+        """A reply refused: counted for the pool's stats, and logged."""
+        self.counters.refused(exc)
+        log.warning("tts_reply_refused", endpoint=self._where, in_flight=self.in_flight,
+                    reason=str(exc)[:300])
+
+    def _reader_failed(self, exc: Exception) -> TTSError:
+        """What ended a reader, as the error its requests get: a refused reply (counted and
+        logged), a lost socket, or anything else, contained at the reader's root (counted and
+        logged with its traceback)."""
+        if isinstance(exc, TTSReplyError):
+            self._refused(exc)
+            return exc
+        if isinstance(exc, TTSUnavailable):
+            return exc
+        if isinstance(exc, aiohttp.ClientError | ConnectionError):
+            return TTSUnavailable(f"TTS connection lost: {exc}")
+        error = TTSReplyError(f"TTS connection failed reading a reply: "
+                              f"{type(exc).__name__}: {exc}"[:300])
+        self.counters.refused(exc)
+        log.exception("tts_reader_failed", endpoint=self._where, error=str(error))
+        return error
+
+    def _reader_ended(self, error: TTSError) -> None:
+        """The reader's last act, whatever ended it: closed, and the pool told."""
+        self.close_reason = str(error)
+        self.state = ConnState.CLOSED
+        if not self._ws.closed and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._ws.close())
+        if self.on_closed is None:
+            return
+        try:
+            self.on_closed()
+        except Exception:  # the reader's root: a failing hook must not hide the close
+            log.exception("tts_on_closed_failed", endpoint=self._where)
+
+    def _retire(self) -> None:
+        if self.state is not ConnState.CLOSED:
+            self.state = ConnState.CLOSED
+            self._closing = asyncio.get_running_loop().create_task(self._ws.close())
+
+    async def close(self) -> None:
+        self.state = ConnState.CLOSED
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class SilmaConnection(PooledSocket):
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, hello: p.ServerHello | None,
+                 created_at: float, *, counters: ReplyCounters | None = None,
+                 where: str = "") -> None:
+        super().__init__(ws, created_at, counters=counters, where=where)
+        self.hello = hello
         self._routes: dict[str | None, _Route] = {}
         # Voices this connection's server registered, and registrations under way (by key).
         self._voices = VoiceRegistry()
@@ -149,23 +244,9 @@ class SilmaConnection:
         """Connect and handshake. Raises TTSUnavailable when the server cannot be reached."""
         loop = asyncio.get_running_loop()
         counters = counters if counters is not None else ReplyCounters()
-        try:
-            async with asyncio.timeout(timeout_s):
-                # max_msg_size: a bigger message closes the socket (1009) instead of being
-                # buffered; the default would take 4 MiB, our old setting took 64 MiB.
-                ws = await session.ws_connect(
-                    endpoint.ws_url, headers=auth_headers(api_key), compress=0,
-                    heartbeat=heartbeat_s, ssl=ssl, max_msg_size=p.MAX_REPLY_BYTES,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise TTSRefused(f"TTS server refused the WebSocket ({exc.status})") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TTSUnavailable(f"cannot connect to TTS server: {exc or type(exc).__name__}") \
-                from exc
-        except TimeoutError:
-            raise TTSUnavailable(f"TTS server did not accept a connection in {timeout_s}s") \
-                from None
+        ws = await connect_socket(session, endpoint, api_key=api_key, timeout_s=timeout_s,
+                                  heartbeat_s=heartbeat_s, ssl=ssl,
+                                  max_msg_size=p.MAX_REPLY_BYTES)
         try:
             async with asyncio.timeout(timeout_s):
                 hello = await cls._handshake(ws, counters, endpoint.ws_url)
@@ -195,11 +276,6 @@ class SilmaConnection:
             return None
         return reply if isinstance(reply, p.ServerHello) else None
 
-    @property
-    def server(self) -> str:
-        """Which server this connection reaches (its WebSocket URL, no credential in it)."""
-        return self._where
-
     # -- capabilities ------------------------------------------------------------------------
     def supports(self, capability: str) -> bool:
         return self.hello is not None and capability in self.hello.capabilities
@@ -213,10 +289,6 @@ class SilmaConnection:
     @property
     def in_flight(self) -> int:
         return len(self._routes)
-
-    @property
-    def usable(self) -> bool:
-        return self.state is ConnState.READY and not self._ws.closed
 
     def __repr__(self) -> str:
         return (f"<SilmaConnection {self.state.value} in_flight={self.in_flight} "
@@ -398,24 +470,12 @@ class SilmaConnection:
                     raise TTSReplyError(f"TTS server sent a {msg.type.name.lower()} frame "
                                         f"({len(msg.data or b'')} bytes); only JSON text")
                 self._route(reply)
-        except TTSReplyError as exc:
-            error = exc
-            self._refused(exc)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            error = TTSUnavailable(f"TTS connection lost: {exc}")
-        except Exception as exc:  # the task root: contained, logged with its reason, counted
-            error = TTSReplyError(f"TTS connection failed reading a reply: "
-                                  f"{type(exc).__name__}: {exc}"[:300])
-            self.counters.refused(exc)
-            log.exception("tts_reader_failed", endpoint=self._where, error=str(error))
+        except Exception as exc:  # the task root: every failure becomes the requests' reason
+            error = self._reader_failed(exc)
         finally:
-            self.close_reason = str(error)
-            self.state = ConnState.CLOSED
             for route in self._routes.values():
-                route.queue.put_nowait(_fresh(error))
-            if not self._ws.closed and self._closing is None:
-                self._closing = asyncio.get_running_loop().create_task(self._ws.close())
-            self._notify_closed()
+                route.queue.put_nowait(fresh_error(error))
+            self._reader_ended(error)
 
     def _frame_error(self, data: object) -> TTSError:
         if isinstance(data, aiohttp.WebSocketError) and \
@@ -425,19 +485,6 @@ class SilmaConnection:
         if isinstance(data, aiohttp.WebSocketError):
             return TTSReplyError(f"TTS server broke the WebSocket protocol: {data}"[:300])
         return TTSUnavailable(f"TTS connection lost: {data}")
-
-    def _refused(self, exc: TTSReplyError) -> None:
-        self.counters.refused(exc)
-        log.warning("tts_reply_refused", endpoint=self._where, in_flight=len(self._routes),
-                    reason=str(exc)[:300])
-
-    def _notify_closed(self) -> None:
-        if self.on_closed is None:
-            return
-        try:
-            self.on_closed()
-        except Exception:  # the reader's root: a failing hook must not hide the close
-            log.exception("tts_on_closed_failed", endpoint=self._where)
 
     def _route(self, reply: p.ServerMessage) -> None:
         key = getattr(reply, "id", None)
@@ -465,15 +512,3 @@ class SilmaConnection:
             route.queue.put_nowait(exc)
             return
         route.queue.put_nowait(reply)
-
-    def _retire(self) -> None:
-        if self.state is not ConnState.CLOSED:
-            self.state = ConnState.CLOSED
-            self._closing = asyncio.get_running_loop().create_task(self._ws.close())
-
-    async def close(self) -> None:
-        self.state = ConnState.CLOSED
-        await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader

@@ -18,7 +18,8 @@ import structlog
 
 from bridge.errors import TTSUnavailable
 from bridge.silma.capacity import Capacity, RecentMean, announced
-from bridge.silma.connection import ReplyCounters, SilmaConnection
+from bridge.silma.connection import ReplyCounters
+from bridge.silma.connections import TTSConnection
 from bridge.silma.endpoint import Endpoint
 from bridge.silma.fleet_core import FleetCore
 from bridge.silma.pool import SilmaPool
@@ -67,7 +68,7 @@ class Fleet:
         await asyncio.gather(*(p.wait_ready(count, timeout_s) for p in self.pools.values()))
 
     # -- ConnectionSource --------------------------------------------------------------------
-    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
+    async def acquire(self, avoid: Collection[str] = ()) -> TTSConnection:
         """A connection on the server fleet_core picks; a server with none to give is a fault
         (ejected) and the next one is asked, each at most once."""
         tried: set[str] = set(avoid)
@@ -85,7 +86,7 @@ class Fleet:
                 log.warning("tts_server_unavailable", server=name, error=str(exc)[:200])
         raise last if last is not None else TTSUnavailable("no TTS server to ask")
 
-    def release(self, conn: SilmaConnection, failure: str | None = None) -> None:
+    def release(self, conn: TTSConnection, failure: str | None = None) -> None:
         pool = self.pools.get(conn.server)
         if pool is None:
             return

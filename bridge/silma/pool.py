@@ -32,16 +32,12 @@ import structlog
 from bridge.errors import TTSReplyTooLarge, TTSUnavailable
 from bridge.settings import PoolSettings
 from bridge.silma.capacity import Capacity, RecentMean, announced, health_interval_s
-from bridge.silma.connection import (
-    ReplyCounters,
-    SilmaConnection,
-    TTSRefused,
-    auth_headers,
-    read_capped,
-)
-from bridge.silma.endpoint import Endpoint
+from bridge.silma.connection import ReplyCounters, TTSRefused, read_capped
+from bridge.silma.connections import TTSConnection, open_connection
+from bridge.silma.endpoint import V2, Endpoint
 from bridge.silma.pool_core import Plan, PoolCore, SlotState
 from bridge.silma.retry_core import RetryBudget, RetryPolicy
+from bridge.silma.v2_connection import key_refused
 
 READY_RATIO_TARGET = 0.8
 # Our server's health body is under 2 KB; 64 KiB is plenty for any real one and bounds what a
@@ -53,6 +49,20 @@ MAINTAINER_BACKOFF_S = (0.1, 30.0)
 KEY_REFUSED = "API key refused"
 _KEY_REFUSED_STATUSES = (401, 403)
 log = structlog.get_logger("bridge.pool")
+
+
+# SILMA's cloud may accept the upgrade and then close for a refused key (4001, 4003, 1008): a
+# v2 key check waits this long for that close before it calls the key accepted.
+V2_KEY_VERDICT_S = 0.5
+
+
+async def _closed_for_its_key(ws: aiohttp.ClientWebSocketResponse) -> bool:
+    try:
+        message = await ws.receive(timeout=V2_KEY_VERDICT_S)
+    except TimeoutError:
+        return False  # still open: the key is accepted
+    return message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) \
+        and key_refused(ws.close_code)
 
 
 class _BadHealth(Exception):
@@ -73,9 +83,9 @@ class SilmaPool:
         self._health_interval_s = limits.health_interval_s
         self._ssl = ssl_context
         self._core = PoolCore(limits)
-        self._conns: dict[int, SilmaConnection] = {}
+        self._conns: dict[int, TTSConnection] = {}
         self._slot_of: dict[int, int] = {}  # id(conn) -> slot id
-        self._waiters: dict[int, asyncio.Future[SilmaConnection]] = {}
+        self._waiters: dict[int, asyncio.Future[TTSConnection]] = {}
         self._waiter_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -123,13 +133,13 @@ class SilmaPool:
         self._conns.clear()
 
     # -- ConnectionSource --------------------------------------------------------------------
-    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
+    async def acquire(self, avoid: Collection[str] = ()) -> TTSConnection:
         # `avoid` is ignored: this pool has one server (a Fleet spreads over several).
         if self.refused:
             raise TTSRefused("TTS server refuses WebSocket; using HTTP")
         started = self._now()
         waiter = next(self._waiter_ids)
-        future: asyncio.Future[SilmaConnection] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[TTSConnection] = asyncio.get_running_loop().create_future()
         self._waiters[waiter] = future
         try:
             self._run(self._core.want(waiter, started))
@@ -149,7 +159,7 @@ class SilmaPool:
         self._acquire_waits.append(self._now() - started)
         return conn
 
-    def release(self, conn: SilmaConnection, failure: str | None = None) -> None:
+    def release(self, conn: TTSConnection, failure: str | None = None) -> None:
         slot = self._slot_of.get(id(conn))
         if slot is not None:
             self._run(self._core.released(slot, self._now(), reusable=conn.usable))
@@ -212,7 +222,7 @@ class SilmaPool:
 
     async def _open_slot(self, slot: int) -> None:
         try:
-            conn = await SilmaConnection.open(
+            conn = await open_connection(
                 self._session, self.endpoint, api_key=self._api_key,
                 timeout_s=self._connect_timeout_s, heartbeat_s=self._health_interval_s,
                 ssl=self._ssl, counters=self.counters)
@@ -292,11 +302,15 @@ class SilmaPool:
     async def check_health(self) -> dict[str, Any]:
         """The server's health endpoint, whether it accepts the API key (a WebSocket upgrade
         carrying it: 401/403 is "API key refused"), and whether each pooled socket is open.
-        Never follows a redirect; the key travels only in a header."""
+        Never follows a redirect; the key travels only in a header. SILMA's v2 API has no
+        health endpoint: there the upgrade alone says whether the server is up."""
         started = self._now()
         body: dict[str, Any] = {}
         try:
-            status, body = await self._health_body()
+            if self.endpoint.api == V2:
+                status = "ok"  # unless the upgrade below says otherwise
+            else:
+                status, body = await self._health_body()
         except _BadHealth as exc:
             status = str(exc)
         except TTSReplyTooLarge as exc:
@@ -310,6 +324,9 @@ class SilmaPool:
             key = await self._key_check()
             if key == "refused":
                 status = KEY_REFUSED
+            elif self.endpoint.api == V2 and key != "accepted":
+                # v2 has no health route: the upgrade that carries the key is the check.
+                status = f"unreachable: {key.removeprefix('unchecked: ')}"
         elif status == KEY_REFUSED:
             key = "refused"
         if status != "ok":
@@ -328,7 +345,7 @@ class SilmaPool:
     async def _health_body(self) -> tuple[str, dict[str, Any]]:
         async with self._session.get(
             self.endpoint.health_url, ssl=self._ssl,
-            headers={**auth_headers(self._api_key), "Accept-Encoding": "identity"},
+            headers={**self.endpoint.auth_headers(self._api_key), "Accept-Encoding": "identity"},
             timeout=aiohttp.ClientTimeout(total=self._connect_timeout_s),
             allow_redirects=False,  # a 302 to an internal service must go nowhere
         ) as response:
@@ -352,14 +369,18 @@ class SilmaPool:
 
     async def _key_check(self) -> str:
         """accepted | refused | unchecked (with why): a WebSocket upgrade with the key, closed
-        at once. A server with no WebSocket route cannot say; HTTP requests then show it."""
+        at once (v2: once V2_KEY_VERDICT_S passed with no close for the key). A server with no
+        WebSocket route cannot say; HTTP requests then show it."""
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 ws = await self._session.ws_connect(
-                    self.endpoint.ws_url, headers=auth_headers(self._api_key), compress=0,
-                    ssl=self._ssl, max_msg_size=MAX_HEALTH_BYTES,
+                    self.endpoint.ws_url, headers=self.endpoint.auth_headers(self._api_key),
+                    compress=0, ssl=self._ssl, max_msg_size=MAX_HEALTH_BYTES,
                     timeout=aiohttp.ClientWSTimeout(ws_close=1.0))
+                refused = self.endpoint.api == V2 and await _closed_for_its_key(ws)
                 await ws.close()
+            if refused:
+                return "refused"
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in _KEY_REFUSED_STATUSES:
                 return "refused"

@@ -9,7 +9,10 @@ Pure and synchronous so every rule is a unit test with an injected clock:
   past max_age, or failing its health check, is never handed out again;
 - the pool keeps `warm` fresh connections open even when idle, keeps one spare ready while
   under load, and never holds more than `size`;
-- after a failed connect, further connects wait an exponentially growing, jittered delay.
+- after a failed connect, further connects wait an exponentially growing, jittered delay; so
+  they do after a connection lost before it served anything and within QUICK_LOSS_S of
+  opening (a server that accepts the upgrade and closes at once, as SILMA's cloud does for a
+  refused key): without it the pool would reconnect in a tight loop.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import random
 from collections.abc import Callable
 
 from bridge.settings import PoolSettings
+
+QUICK_LOSS_S = 1.0
 
 
 class SlotState(enum.Enum):
@@ -67,6 +72,7 @@ class PoolCore:
         self._next_id = 1
         self._rng = rng
         self.failures_in_a_row = 0
+        self.quick_losses = 0  # connections in a row lost as soon as they opened
         self.retry_at = 0.0
         self.closed = False
 
@@ -123,16 +129,19 @@ class PoolCore:
     def connect_failed(self, slot_id: int, now: float) -> Plan:
         del self.slots[slot_id]
         self.failures_in_a_row += 1
-        delay = min(self.limits.backoff_max_s,
-                    self.limits.backoff_base_s * 2 ** (self.failures_in_a_row - 1))
-        self.retry_at = now + delay * (0.5 + self._rng() / 2)  # jitter: 50-100% of the delay
+        self.retry_at = now + self._backoff(self.failures_in_a_row)
         return self.plan(now)
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.limits.backoff_max_s, self.limits.backoff_base_s * 2.0 ** (failures - 1))
+        return delay * (0.5 + self._rng() / 2)  # jitter: 50-100% of the delay
 
     def released(self, slot_id: int, now: float, *, reusable: bool) -> Plan:
         slot = self.slots.get(slot_id)
         if slot is not None:
             slot.leases -= 1
             slot.served += 1
+            self.quick_losses = 0  # a connection that served a request was not refused
             if not reusable:
                 slot.healthy = False
         return self.plan(now)
@@ -143,6 +152,11 @@ class PoolCore:
         if slot is not None:
             slot.healthy = False
             slot.last_health = "lost"
+            if slot.served == 0 and slot.leases == 0 and slot.age(now) < QUICK_LOSS_S:
+                self.quick_losses += 1
+                self.retry_at = max(self.retry_at, now + self._backoff(self.quick_losses))
+            else:
+                self.quick_losses = 0
         return self.plan(now)
 
     def health(self, slot_id: int, now: float, ok: bool, detail: str) -> Plan:
@@ -192,7 +206,7 @@ class PoolCore:
             (1 if fresh and not spare else 0),              # one ready ahead while under load
             len(self.waiters),                              # callers already waiting
         ) - connecting
-        if self.failures_in_a_row:
+        if self.failures_in_a_row or self.quick_losses:
             wanted = min(wanted, 1 - connecting)  # while the server is down, probe one at a time
         # Stale slots still hold a place until retired, but their replacement may take it.
         room = self.limits.size - len(live) + sum(not self._fresh(s, now) for s in live

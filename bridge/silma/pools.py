@@ -26,8 +26,9 @@ import aiohttp
 from bridge.errors import ConfigError
 from bridge.settings import PoolSettings
 from bridge.silma import protocol as p
+from bridge.silma import v2_protocol as v2
 from bridge.silma.client import SilmaClient
-from bridge.silma.endpoint import parse_endpoints
+from bridge.silma.endpoint import OURS, V2, Endpoint, parse_endpoints
 from bridge.silma.fleet import Fleet
 from bridge.silma.pool import SilmaPool
 from bridge.silma.retry_core import RetryPolicy
@@ -46,11 +47,21 @@ class TTSTarget:
     # True when a tenant entered the endpoint: connect only through the guarded session. Part
     # of the key, so a tenant's pool is never shared with an operator's pool on the same URL.
     user_chosen: bool = False
+    # Set: the endpoint is SILMA's public API (v2), spoken in this voice (`voice` is unused).
+    v2_voice: v2.V2Voice | None = None
+
+    @property
+    def api(self) -> str:
+        return OURS if self.v2_voice is None else V2
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return parse_endpoints(self.endpoint, self.api)
 
     @property
     def pool_key(self) -> PoolKey:
-        # The key is hashed so pool listings never show a credential.
-        return (" ".join(e.ws_url for e in parse_endpoints(self.endpoint)),
+        # The key is hashed so pool listings never show a credential. The URLs tell the APIs
+        # apart (a v2 socket ends in /ws/stream); the voice is per request, not per pool.
+        return (" ".join(e.ws_url for e in self.endpoints()),
                 hashlib.sha256(self.api_key.encode()).hexdigest()[:12], self.user_chosen)
 
 
@@ -95,7 +106,7 @@ class PoolRegistry:
                                      limits=self._settings,
                                      connect_timeout_s=self._connect_timeout_s,
                                      ssl_context=self._ssl)
-                           for endpoint in parse_endpoints(target.endpoint)])
+                           for endpoint in target.endpoints()])
             entry = self._pools[key] = _Entry(fleet)
             await fleet.start()
         return entry.pool
@@ -109,7 +120,8 @@ class PoolRegistry:
         client = SilmaClient(pool.endpoint, pool, self.session_for(target),
                              api_key=target.api_key, voice=target.voice,
                              timeout_s=self._request_timeout_s, want_ulaw=self._want_ulaw,
-                             counters=pool.counters, policy=self._retry_policy)
+                             counters=pool.counters, policy=self._retry_policy,
+                             v2_voice=target.v2_voice)
         try:
             yield client
         finally:

@@ -64,6 +64,12 @@ silma_credentials = sa.Table(
     sa.Column("region", sa.Text, nullable=False, server_default="auto"),
     sa.Column("reference_audio", sa.LargeBinary, nullable=True),
     sa.Column("reference_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("api", sa.Text, nullable=False, server_default=""),  # "" (the bridge's) | silma | v2
+    sa.Column("speed", sa.Float, nullable=True),  # None: the bridge's
+    sa.Column("v2_model", sa.Text, nullable=False, server_default=""),
+    sa.Column("v2_voice", sa.Text, nullable=False, server_default=""),
+    sa.Column("v2_custom_audio_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("v2_user_id", sa.Text, nullable=False, server_default=""),
 )
 
 telephony_credentials = sa.Table(
@@ -141,6 +147,16 @@ def _v4_user_roles(conn: Connection) -> None:
     conn.execute(frozen.update().where(frozen.c.id == "default").values(role="operator"))
 
 
+def _v5_public_api(conn: Connection) -> None:
+    """Per-user API (ours or SILMA's public v2), speed, and the v2 model and voice."""
+    _add_column(conn, "silma_credentials", sa.Column(
+        "api", sa.Text, nullable=False, server_default=""))
+    _add_column(conn, "silma_credentials", sa.Column("speed", sa.Float))
+    for name in ("v2_model", "v2_voice", "v2_custom_audio_id", "v2_user_id"):
+        _add_column(conn, "silma_credentials", sa.Column(
+            name, sa.Text, nullable=False, server_default=""))
+
+
 def _add_column(conn: Connection, table: str, column: sa.Column[Any]) -> None:
     sa.Table(table, sa.MetaData(), column)  # CreateColumn renders a column of some table
     spec = CreateColumn(column).compile(dialect=conn.dialect)
@@ -152,6 +168,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v2_region_and_voice,
     _v3_telephony,
     _v4_user_roles,
+    _v5_public_api,
 )
 LATEST = len(MIGRATIONS)
 

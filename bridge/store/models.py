@@ -44,6 +44,13 @@ class SilmaCredentials:
     reference_audio: bytes | None = dataclasses.field(repr=False)
     reference_text: str
     updated_at: datetime
+    # "" = the bridge's API; "silma" = our protocol; "v2" = SILMA's public API, in this voice.
+    api: str = ""
+    speed: float | None = None  # None: the bridge's
+    v2_model: str = ""  # "" = the bridge's, for these four
+    v2_voice: str = ""
+    v2_custom_audio_id: str = ""
+    v2_user_id: str = ""
 
     def public(self) -> dict[str, object]:
         """What a settings page or API may show."""
@@ -55,6 +62,12 @@ class SilmaCredentials:
             "region": self.region,
             "reference_audio_bytes": len(self.reference_audio or b""),
             "reference_text": self.reference_text,
+            "api": self.api,
+            "speed": self.speed,
+            "v2_model": self.v2_model,
+            "v2_voice": self.v2_voice,
+            "v2_custom_audio_id": self.v2_custom_audio_id,
+            "v2_user_id": self.v2_user_id,
             "updated_at": self.updated_at.isoformat(),
         }
 

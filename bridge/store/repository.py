@@ -190,13 +190,23 @@ class Store:
         region: str | None = None,
         reference_audio: bytes | None = None,
         reference_text: str | None = None,
+        api: str | None = None,
+        speed: float | None = None,
+        clear_speed: bool = False,
+        v2_model: str | None = None,
+        v2_voice: str | None = None,
+        v2_custom_audio_id: str | None = None,
+        v2_user_id: str | None = None,
     ) -> SilmaCredentials:
-        """Change the fields given (None = keep); b"" clears the reference audio.
-        Raises LookupError for an unknown user."""
+        """Change the fields given (None = keep); b"" clears the reference audio, `clear_speed`
+        the speed (back to the bridge's). Raises LookupError for an unknown user."""
         values = _given(
             api_endpoint=api_endpoint, is_local=is_local, region=region,
-            reference_text=reference_text,
+            reference_text=reference_text, api=api, speed=speed, v2_model=v2_model,
+            v2_voice=v2_voice, v2_custom_audio_id=v2_custom_audio_id, v2_user_id=v2_user_id,
         )
+        if clear_speed:
+            values["speed"] = None
         if api_key is not None:
             values["api_key"] = self._box.encrypt(api_key)
         if reference_audio is not None:
@@ -264,6 +274,12 @@ class Store:
             reference_audio=row.reference_audio,
             reference_text=row.reference_text,
             updated_at=_utc(row.updated_at),
+            api=row.api,
+            speed=row.speed,
+            v2_model=row.v2_model,
+            v2_voice=row.v2_voice,
+            v2_custom_audio_id=row.v2_custom_audio_id,
+            v2_user_id=row.v2_user_id,
         )
 
     def _telephony(self, row: sa.Row[Any]) -> TelephonyCredentials:

@@ -1,5 +1,6 @@
-"""The "SILMA TTS" settings page and its JSON API: a user's server mode, endpoint, API key, region
-and voice; their pool's live statistics, a health check, and a spoken preview.
+"""The "SILMA TTS" settings page and its JSON API: a user's server mode (local, our API server, or
+SILMA's public API v2), endpoint, API key, region, voice and speed; their pool's live statistics,
+a health check, and a spoken preview.
 
 An /api/users/{user_id}/... route is declared for the OWNER principal (bridge/web/access.py):
 it serves only the authenticated user's own id (403 otherwise).
@@ -9,15 +10,21 @@ Validation failures answer {"errors": {field: message}}, one message per offendi
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from aiohttp import web
 
 from bridge.audio.codec import decode_audio, wav_bytes
 from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
+from bridge.silma import v2_protocol as v2
+from bridge.silma.endpoint import OURS, V2
 from bridge.silma.fleet import Fleet
+from bridge.silma.pool import KEY_REFUSED
 from bridge.silma.pools import TTSTarget
+from bridge.silma.protocol import SPEED_RANGE
 from bridge.silma.regions import AUTO, REGIONS
 from bridge.store import SilmaCredentials
 from bridge.web.access import current_user
@@ -33,9 +40,28 @@ from bridge.web.voice_clip import (
     read_voice_upload,
 )
 
-MODES = {"local": True, "api": False}  # mode -> is_local
-SILMA_FIELDS = frozenset({"mode", "api_endpoint", "api_key", "region"})
+
+class Mode(NamedTuple):
+    label: str  # the page's button
+    changes: dict[str, Any]  # what choosing it stores
+
+
+MODES = {
+    "local": Mode("Local", {"is_local": True}),  # the API stays as chosen, for the way back
+    "api": Mode("API Server (Fast)", {"is_local": False, "api": OURS}),
+    "v2": Mode("SILMA public API", {"is_local": False, "api": V2}),
+}
+_MODE_CHOICES = ", ".join(f'"{name}"' for name in MODES)
+MODEL_LABELS = {"silma-tts-v2-english": "English", "silma-tts-v2-msa": "Arabic (MSA)",
+                "silma-tts-v2-ksa": "Arabic (Saudi)"}
+# The voices SILMA's cloud documents; any other well-formed name is accepted (new voices).
+KNOWN_VOICES = {"james": "English", "emma": "English", "sarah": "Arabic", "salma": "Arabic",
+                "salwa": "Arabic", "saja": "Arabic", "sultan": "Arabic", "salman": "Arabic",
+                "sulaiman": "Arabic", "salim": "Arabic"}
+MAX_VOICE_CHARS = 64
+VOICE_NAME = re.compile(rf"[a-z0-9_-]{{1,{MAX_VOICE_CHARS}}}")
 MAX_API_KEY_CHARS = 1024
+ENDPOINT_PLACEHOLDERS = {"api": "https://tts.example.com", "v2": v2.DEFAULT_BASE_URL}
 MAX_PREVIEW_CHARS = 300
 PREVIEW_TEXT = "Hello! This is how I will sound on the phone."
 
@@ -63,12 +89,21 @@ async def _user_pool(ctx: BridgeContext, user_id: str) -> Fleet:
     return await ctx.services.pools.pool_for(await _target(ctx, user_id))
 
 
+def _mode(row: SilmaCredentials) -> str:
+    if row.is_local:
+        return "local"
+    return "v2" if row.api == V2 else "api"
+
+
+async def _effective_endpoint(ctx: BridgeContext, row: SilmaCredentials) -> str:
+    """The endpoint calls use now (local mode's server is not started just to be named)."""
+    return "local" if row.is_local else (await _target(ctx, row.user_id)).endpoint
+
+
 async def _view(ctx: BridgeContext, row: SilmaCredentials) -> dict[str, Any]:
-    """public() plus the mode and the endpoint calls use now (local mode's server is not started
-    just to be named)."""
-    effective = "local" if row.is_local else (await _target(ctx, row.user_id)).endpoint
-    return {**row.public(), "mode": "local" if row.is_local else "api",
-            "effective_endpoint": effective}
+    """public() (the key masked) plus the mode and the endpoint calls use now."""
+    return {**row.public(), "mode": _mode(row),
+            "effective_endpoint": await _effective_endpoint(ctx, row)}
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -81,41 +116,119 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _silma_changes(body: dict[str, Any], *, allow_private: bool
+# -- one checker per field: its value -> the store changes it asks for, or ValueError ---------
+def _checked_mode(value: object) -> dict[str, Any]:
+    if isinstance(value, str) and value in MODES:
+        return MODES[value].changes
+    raise ValueError(f"mode must be one of {_MODE_CHOICES}")
+
+
+def _checked_key(value: object) -> dict[str, Any]:
+    # The message never quotes the value: it is a secret.
+    if not isinstance(value, str) or not value.isprintable() or len(value) > MAX_API_KEY_CHARS:
+        raise ValueError(f"the API key must be printable text of at most {MAX_API_KEY_CHARS} "
+                         "characters")
+    return {"api_key": value.strip()}  # "" removes the key
+
+
+def _checked_region(value: object) -> dict[str, Any]:
+    if isinstance(value, str) and (value == AUTO or value in REGIONS):
+        return {"region": value}
+    raise ValueError(f"region must be {AUTO} or one of {', '.join(REGIONS)}")
+
+
+def _checked_model(value: object) -> dict[str, Any]:
+    if isinstance(value, str) and (value == "" or value in v2.MODELS):
+        return {"v2_model": value}  # "" = the bridge's
+    raise ValueError(f"model must be one of {', '.join(v2.MODELS)}, or empty for the bridge's")
+
+
+def _checked_voice(value: object) -> dict[str, Any]:
+    name = value.strip() if isinstance(value, str) else None
+    if name is not None and (name == "" or VOICE_NAME.fullmatch(name)):
+        return {"v2_voice": name}  # "" = the bridge's
+    raise ValueError(f"voice must be lower-case letters, digits, _ or - (at most "
+                     f"{MAX_VOICE_CHARS}), e.g. {v2.DEFAULT_VOICE}; or empty for the bridge's")
+
+
+def _id_checker(column: str, what: str) -> Callable[[object], dict[str, Any]]:
+    """A checker of an id on the user's SILMA account: printable, bounded as the API bounds it;
+    "" clears it."""
+    def check(value: object) -> dict[str, Any]:
+        text = value.strip() if isinstance(value, str) else None
+        if text is None or not text.isprintable() or len(text) > v2.MAX_ID_CHARS:
+            raise ValueError(f"the {what} must be printable text of at most {v2.MAX_ID_CHARS} "
+                             "characters")
+        return {column: text}
+    return check
+
+
+def _checked_speed(value: object) -> dict[str, Any]:
+    low, high = SPEED_RANGE
+    if value is None:
+        return {"clear_speed": True}  # back to the bridge's
+    # bool is an int to Python: refused. JSON's NaN and Infinity parse as floats, and fail the
+    # range test (as does an int too large for a float, compared exactly).
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not low <= value <= high:
+        raise ValueError(f"speed must be a number from {low:g} to {high:g}, or null for the "
+                         "bridge's")
+    return {"speed": float(value)}
+
+
+FIELD_CHECKS: dict[str, Callable[[object], dict[str, Any]]] = {
+    "mode": _checked_mode,
+    "api_key": _checked_key,
+    "region": _checked_region,
+    "v2_model": _checked_model,
+    "v2_voice": _checked_voice,
+    "v2_custom_audio_id": _id_checker("v2_custom_audio_id", "custom voice id"),
+    "v2_user_id": _id_checker("v2_user_id", "SILMA user id"),
+    "speed": _checked_speed,
+}
+SILMA_FIELDS = frozenset({*FIELD_CHECKS, "api_endpoint"})
+
+
+async def _checked_endpoint(value: object, *, allow_private: bool) -> dict[str, Any]:
+    """Any API's endpoint (ours, or a v2 base such as SILMA's cloud) through the SSRF guard."""
+    if not isinstance(value, str):
+        raise ValueError("the endpoint must be a string")
+    if not value.strip():
+        return {"api_endpoint": ""}  # back to the region or the bridge's endpoint
+    return {"api_endpoint": await check_endpoints(value, allow_private=allow_private)}
+
+
+def _v2_voice_problems(row: SilmaCredentials, changes: dict[str, Any]) -> dict[str, str]:
+    """What SILMA's API would refuse in the row as it would be stored: a custom voice without
+    its account. Only the row's own ids: its model and voice fall back to the bridge's."""
+    if not changes.keys() & {"v2_custom_audio_id", "v2_user_id"}:
+        return {}  # a save of other fields is not blocked by ids it does not touch
+    voice = v2.V2Voice(
+        custom_audio_id=changes.get("v2_custom_audio_id", row.v2_custom_audio_id) or None,
+        user_id=changes.get("v2_user_id", row.v2_user_id) or None)
+    problems = voice.problems()
+    return {"v2_user_id": "; ".join(problems)} if problems else {}
+
+
+async def _silma_changes(body: dict[str, Any], row: SilmaCredentials, *, allow_private: bool
                          ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The store changes `body` asks for, and an error per field that is not valid."""
+    """The store changes `body` asks for of `row`, and an error per field that is not valid."""
     changes: dict[str, Any] = {}
     errors = {field: "unknown field" for field in body.keys() - SILMA_FIELDS}
-    if "mode" in body:
-        mode = body["mode"]
-        if isinstance(mode, str) and mode in MODES:
-            changes["is_local"] = MODES[mode]
-        else:
-            errors["mode"] = 'mode must be "local" or "api"'
-    if "api_endpoint" in body:
-        url = body["api_endpoint"]
-        if not isinstance(url, str):
-            errors["api_endpoint"] = "the endpoint must be a string"
-        elif not url.strip():
-            changes["api_endpoint"] = ""  # back to the region or the bridge's endpoint
-        else:
+    for field, check in FIELD_CHECKS.items():
+        if field in body:
             try:
-                changes["api_endpoint"] = await check_endpoints(url, allow_private=allow_private)
+                changes.update(check(body[field]))
             except ValueError as exc:
-                errors["api_endpoint"] = str(exc)
-    if "api_key" in body:
-        key = body["api_key"]
-        if not isinstance(key, str) or not key.isprintable() or len(key) > MAX_API_KEY_CHARS:
-            errors["api_key"] = (f"the API key must be printable text of at most "
-                                 f"{MAX_API_KEY_CHARS} characters")
-        else:
-            changes["api_key"] = key.strip()  # "" removes the key
-    if "region" in body:
-        region = body["region"]
-        if isinstance(region, str) and (region == AUTO or region in REGIONS):
-            changes["region"] = region
-        else:
-            errors["region"] = f"region must be {AUTO} or one of {', '.join(REGIONS)}"
+                errors[field] = str(exc)
+    if "api_endpoint" in body:
+        try:
+            changes.update(await _checked_endpoint(body["api_endpoint"],
+                                                   allow_private=allow_private))
+        except ValueError as exc:
+            errors["api_endpoint"] = str(exc)
+    if not errors:
+        errors = _v2_voice_problems(row, changes)
     return changes, errors
 
 
@@ -129,8 +242,9 @@ async def get_silma(request: web.Request) -> web.StreamResponse:
 async def put_silma(request: web.Request) -> web.StreamResponse:
     user_id = _owner(request)
     ctx = context(request)
+    body = await _json_object(request)
     changes, errors = await _silma_changes(
-        await _json_object(request), allow_private=ctx.settings.silma.allow_private_endpoints)
+        body, await _row(ctx, user_id), allow_private=ctx.settings.silma.allow_private_endpoints)
     if errors:
         return errors_response(errors)
     row = await ctx.services.store.update_silma(user_id, **changes)
@@ -147,7 +261,10 @@ async def get_pool(request: web.Request) -> web.StreamResponse:
 
 
 def _health_error(where: str, status: str) -> tuple[str, str]:
-    if status in ("HTTP 401", "HTTP 403", "API key refused"):
+    """The field a failed health check blames. Both APIs' pools report a refused key as
+    KEY_REFUSED (a 401/403 on the health route or the upgrade) and a server they cannot get
+    to as "unreachable: ..." (SILMA's v2 has no health route: its upgrade failing is that)."""
+    if status == KEY_REFUSED:
         return "api_key", f"the TTS server at {where} refused the API key ({status})"
     if status.startswith("unreachable"):
         return "api_endpoint", f"cannot reach the TTS server at {where} ({status})"
@@ -212,12 +329,35 @@ async def preview(request: web.Request) -> web.StreamResponse:
     return web.Response(body=wav_bytes(np.concatenate(chunks), rate), content_type="audio/wav")
 
 
-def _options(selected: str) -> Markup:
-    choices = [(AUTO, "Auto-detect (Recommended)"), *REGIONS.items()]
+def _options(choices: list[tuple[str, str]], selected: str) -> Markup:
     return Markup("".join(
         f'<option value="{escape(value)}"{" selected" if value == selected else ""}>'
         f"{escape(label)}</option>"
         for value, label in choices))
+
+
+def _region_options(selected: str) -> Markup:
+    return _options([(AUTO, "Auto-detect (Recommended)"), *REGIONS.items()], selected)
+
+
+def _model_options(selected: str, bridge_model: str) -> Markup:
+    choices = [("", f"Bridge default ({bridge_model})"),
+               *((m, f"{MODEL_LABELS.get(m, m)} ({m})") for m in v2.MODELS)]
+    return _options(choices, selected)
+
+
+def _voice_list() -> Markup:
+    return Markup("".join(f'<option value="{escape(name)}">{escape(language)}</option>'
+                          for name, language in KNOWN_VOICES.items()))
+
+
+def _mode_buttons(selected: str) -> Markup:
+    """One toggle button per mode, the chosen one pressed (settings.js keeps them so)."""
+    return Markup("".join(
+        f'<button type="button" class="mode{" selected" if name == selected else ""}" '
+        f'data-mode="{escape(name)}" aria-pressed="{str(name == selected).lower()}">'
+        f"{escape(mode.label)}</button>"
+        for name, mode in MODES.items()))
 
 
 def _region_row(region: dict[str, Any], chosen: str | None) -> str:
@@ -255,21 +395,28 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     row = await _row(ctx, user.id)
     try:
-        view = await _view(ctx, row)
+        effective = await _effective_endpoint(ctx, row)
     except FieldError as exc:  # shown on the page rather than failing it
-        view = {"mode": "local" if row.is_local else "api",
-                "effective_endpoint": f"unavailable: {exc}"}
-    is_api = view["mode"] == "api"
+        effective = f"unavailable: {exc}"
+    bridge = ctx.settings.silma
+    mode = _mode(row)
     return render(
         "settings.html",
         user_id=user.id, display_name=user.display_name or user.id, csrf=csrf_token(request),
-        mode=view["mode"],
-        api_selected="selected" if is_api else "", local_selected="" if is_api else "selected",
-        api_pressed=str(is_api).lower(), local_pressed=str(not is_api).lower(),
+        mode=mode, mode_buttons=_mode_buttons(mode),
         api_endpoint=row.api_endpoint,
+        endpoint_placeholder=ENDPOINT_PLACEHOLDERS.get(mode, ENDPOINT_PLACEHOLDERS["api"]),
+        api_endpoint_placeholder=ENDPOINT_PLACEHOLDERS["api"],
+        v2_endpoint_placeholder=ENDPOINT_PLACEHOLDERS["v2"],
         api_key_placeholder=row.public()["api_key"] or "not set",
-        effective_endpoint=view["effective_endpoint"],
-        region_options=_options(row.region), region_view=_region_view(ctx),
+        effective_endpoint=effective,
+        model_options=_model_options(row.v2_model, bridge.v2_model),
+        v2_voice=row.v2_voice, bridge_voice=bridge.v2_voice, voice_list=_voice_list(),
+        max_voice=MAX_VOICE_CHARS, max_id=v2.MAX_ID_CHARS,
+        v2_custom_audio_id=row.v2_custom_audio_id, v2_user_id=row.v2_user_id,
+        speed="" if row.speed is None else row.speed, bridge_speed=bridge.speed,
+        speed_min=SPEED_RANGE[0], speed_max=SPEED_RANGE[1],
+        region_options=_region_options(row.region), region_view=_region_view(ctx),
         voice_summary=_voice_summary(row), preview_text=PREVIEW_TEXT,
         max_clip_mb=MAX_CLIP_BYTES // (1024 * 1024), max_preview=MAX_PREVIEW_CHARS,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 
@@ -13,19 +12,16 @@ from aiohttp import WSMsgType, web
 
 from bridge.emulator.plivo_wire import PlivoCallEmulator, fetch_answer_xml
 from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
-from tests.servers import DEFAULT_TOKEN, make_settings, running_bridge, wait_ended
+from tests.servers import (
+    DEFAULT_TOKEN,
+    caller_speech,
+    make_settings,
+    running_bridge,
+    wait_ended,
+)
 
 LEAD_MS = 200
 SPEECH_AT_S = 1.0  # the caller starts talking this far into the call
-
-
-async def caller_speech(tts, text: str) -> bytes:
-    """Real speech as the caller's line carries it: 8 kHz mu-law from our TTS server."""
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{tts.url}/synthesize", json={
-                "type": "synthesize", "text": text, "format": "ulaw", "sample_rate": 8000}) as r:
-            body = await r.json()
-    return base64.b64decode(body["audio"])
 
 
 def long_greeting_settings():

@@ -47,6 +47,7 @@ from bridge.silma import connection as connection_module
 from bridge.silma import protocol as p
 from bridge.silma.client import SilmaClient
 from bridge.silma.connection import SilmaConnection
+from bridge.silma.connections import TTSConnection
 from bridge.silma.endpoint import parse_endpoint
 from bridge.silma.pool import SilmaPool
 from bridge.silma.pools import PoolRegistry, TTSTarget
@@ -429,6 +430,7 @@ async def test_a_failing_hook_or_reader_never_leaves_a_request_waiting(hostile, 
     async with started(make_pool(session, hostile.url, warm=1)) as pool:
         await pool.wait_ready(1, timeout_s=5)
         conn = await pool.acquire()
+        assert isinstance(conn, SilmaConnection)
 
         def explode(_: p.ServerMessage) -> None:
             raise RuntimeError("a bug in routing")
@@ -617,10 +619,10 @@ class _NoSockets:
     fallbacks = 0
     retry_budget = RetryBudget(1.0, 0.5)
 
-    async def acquire(self, avoid: Collection[str] = ()) -> SilmaConnection:
+    async def acquire(self, avoid: Collection[str] = ()) -> TTSConnection:
         raise TTSUnavailable("no WebSocket here")
 
-    def release(self, conn: SilmaConnection, failure: str | None = None) -> None:
+    def release(self, conn: TTSConnection, failure: str | None = None) -> None:
         raise AssertionError("nothing was acquired")
 
     def note_fallback(self) -> None:

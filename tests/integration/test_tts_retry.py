@@ -24,12 +24,6 @@ from tests.servers import silent_tts_server
 WAIT_S = 30.0  # bound on the whole burst; a normal run takes a second or two
 
 
-@pytest.fixture(scope="module")
-def sim_cache(tmp_path_factory: pytest.TempPathFactory, piper_engine: PiperEngine) -> Path:
-    cache = tmp_path_factory.mktemp("sim-cache")
-    asyncio.run(SimEngine(cache, first_audio_s=0, rtf=0, piper=piper_engine).start())
-    return cache
-
 
 def make_pool(http: aiohttp.ClientSession, url: str) -> SilmaPool:
     return SilmaPool(http, parse_endpoint(url), api_key="",

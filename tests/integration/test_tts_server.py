@@ -26,6 +26,7 @@ from bridge.tts_server.app import RunningServer, start
 from bridge.tts_server.engines import Engine, Utterance, get_engine
 from bridge.tts_server.engines.piper import PiperEngine
 from bridge.tts_server.engines.sim import CHUNK_SECONDS, SECONDS_PER_CHAR, SimEngine
+from tests.servers import serving_tts
 from tests.speech import assert_is_speech
 
 WAIT_S = 20.0  # upper bound on any single wait; normal runs take a fraction of a second
@@ -52,13 +53,9 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def serving(engine: Engine, **settings: Any) -> AsyncIterator[Client]:
-    server = await start(TTSServerSettings(**settings), host="127.0.0.1", port=0, engine=engine)
-    try:
-        await asyncio.wait_for(server.service.loaded(), WAIT_S)
-        async with aiohttp.ClientSession() as http:
-            yield Client(server, http)
-    finally:
-        await server.close()
+    async with serving_tts(TTSServerSettings(**settings), engine) as server, \
+            aiohttp.ClientSession() as http:
+        yield Client(server, http)
 
 
 @pytest.fixture
@@ -66,13 +63,6 @@ async def piper(piper_engine: PiperEngine) -> AsyncIterator[Client]:
     async with serving(piper_engine, max_text_chars=1000, max_message_bytes=64 * 1024) as client:
         yield client
 
-
-@pytest.fixture(scope="module")
-def sim_cache(tmp_path_factory: pytest.TempPathFactory, piper_engine: PiperEngine) -> Path:
-    """Renders the sim engine's speech once with the shared Piper engine."""
-    cache = tmp_path_factory.mktemp("sim-cache")
-    asyncio.run(SimEngine(cache, first_audio_s=0, rtf=0, piper=piper_engine).start())
-    return cache
 
 
 def sim(cache: Path, *, first_audio_s: float, rtf: float) -> SimEngine:

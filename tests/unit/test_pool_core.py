@@ -148,3 +148,29 @@ def test_close_retires_idle_and_opens_nothing():
 def test_next_deadline_is_the_earliest_renewal():
     core = warm_pool(now=5.0)
     assert core.next_deadline(6.0) == 5.0 + LIMITS.renew_at_s
+
+
+def test_a_connection_closed_as_soon_as_it_opened_backs_off_like_a_failed_connect():
+    # SILMA's cloud closes a socket with a refused key right after the upgrade: reconnecting at
+    # once, each time, would be a tight loop against it.
+    core = PoolCore(LIMITS, rng=lambda: 1.0)
+    now = 0.0
+    for delay in (0.5, 1.0, 2.0):
+        assert core.plan(now).open >= 1
+        slot = core.new_slot(now).id
+        core.connected(slot, now, 1)
+        plan = core.lost(slot, now + 0.01)
+        assert plan.open == 0 and core.retry_at == now + 0.01 + delay
+        now = core.retry_at
+        core.forget(slot)
+    # One connection that lives on resets it: a later loss reconnects at once.
+    slot = core.new_slot(now).id
+    core.connected(slot, now, 1)
+    assert core.lost(slot, now + 5.0).open >= 1 and core.quick_losses == 0
+
+
+def test_a_connection_that_served_a_request_is_lost_not_refused():
+    core = warm_pool()
+    grant = core.want(1, 0.1).grant[0][1]
+    core.released(grant, 0.2, reusable=True)
+    assert core.lost(grant, 0.3).open == 1 and core.quick_losses == 0

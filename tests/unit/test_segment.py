@@ -1,4 +1,4 @@
-from bridge.call.segment import Segmenter, split_for_tts
+from bridge.call.segment import MAX_PIECE_CHARS, Segmenter, split_for_tts
 
 
 def test_sentences_latin_and_arabic():
@@ -60,3 +60,16 @@ def test_streamed_text_loses_nothing_and_starts_no_later():
     # Not knowing how the sentence ends, streaming cuts at the first clause.
     assert streamed[0] == "Hi! This one is longer,"
     assert len(streamed[0]) <= len(whole[0])
+
+
+def test_no_piece_is_over_the_public_apis_limit_and_hints_stay_whole() -> None:
+    # One 400-character sentence (SILMA's public API takes 250 at most): cut at its clauses.
+    clause = "and the caller can reach us at <STAG_PN>92005455</STAG_PN> any time, "
+    sentence = "Thanks for calling, " + clause * 5 + "goodbye."
+    pieces = Segmenter().push(sentence + " Next one. ")
+    assert all(len(piece) <= MAX_PIECE_CHARS for piece in pieces)
+    assert " ".join(pieces) == sentence + " Next one."
+    assert all(piece.count("<STAG_PN>") == piece.count("</STAG_PN>") for piece in pieces)
+    streamed = Segmenter()
+    assert streamed.push("x" * 300) == []
+    assert [len(p) for p in streamed.flush()] == [250, 50]

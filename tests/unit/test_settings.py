@@ -27,6 +27,9 @@ def test_env_overrides_by_type():
     ({"BRIDGE_ADMISSION_MAX_CALLS": "-1"}, "admission"),
     ({"BRIDGE_ADMISSION_FIRST_WORDS_S": "0"}, "admission"),
     ({"BRIDGE_ADMISSION_BUSY_MESSAGE": "x" * 501}, "BRIDGE_ADMISSION_BUSY_MESSAGE"),
+    ({"BRIDGE_SILMA_API": "v3"}, "BRIDGE_SILMA_API"),
+    ({"BRIDGE_SILMA_API": "v2", "BRIDGE_SILMA_V2_CUSTOM_AUDIO_ID": "voice_1"},
+     "BRIDGE_SILMA_V2_USER_ID"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -38,3 +41,10 @@ def test_secrets_not_in_repr():
                            "BRIDGE_SILMA_API_KEY": "sekrit-key"})
     assert s.twilio.auth_token == "sekrit-token"
     assert "sekrit" not in repr(s)
+
+
+def test_silma_cloud_from_the_environment():
+    s = load_settings(env={"BRIDGE_SILMA_API": "v2", "BRIDGE_SILMA_V2_MODEL": "silma-tts-v2-ksa",
+                           "BRIDGE_SILMA_V2_VOICE": "salim"})
+    assert (s.silma.api, s.silma.v2_model, s.silma.v2_voice) == ("v2", "silma-tts-v2-ksa",
+                                                                 "salim")

@@ -15,6 +15,7 @@ import pytest
 from bridge.settings import SilmaSettings
 from bridge.silma import protocol as p
 from bridge.silma import targets as targets_module
+from bridge.silma import v2_protocol as v2
 from bridge.silma.pools import TTSTarget
 from bridge.silma.regions import RegionChoice, RegionSelector
 from bridge.silma.target_core import Local, resolve
@@ -30,6 +31,13 @@ NOTHING = SilmaSettings()
 REGIONS = RegionChoice({"us-east": "wss://us/ws", "eu-west": "wss://eu/ws"}, chosen="eu-west")
 UNMEASURED = RegionChoice({"us-east": "wss://us/ws", "eu-west": "wss://eu/ws"})
 NO_REGIONS = RegionChoice({})
+CLOUD = v2.DEFAULT_BASE_URL
+BRIDGE_V2 = SilmaSettings(api="v2", endpoint="https://eu.silma.test/tts/v2", api_key="sk-cloud",
+                          v2_model="silma-tts-v2-ksa", v2_voice="salma",
+                          v2_custom_audio_id="voice_17", v2_user_id="acct-bridge")
+SILMA_DEFAULT = v2.V2Voice(model_id="silma-tts-v2-msa", voice_id="sarah", speed=1.0)
+BRIDGE_V2_VOICE = v2.V2Voice(model_id="silma-tts-v2-ksa", voice_id="salma",
+                             custom_audio_id="voice_17", user_id="acct-bridge", speed=1.0)
 
 
 def row(**changes: Any) -> SilmaCredentials:
@@ -40,8 +48,8 @@ def row(**changes: Any) -> SilmaCredentials:
 
 
 def target(endpoint: str, api_key: str = "sk-bridge", voice: p.SynthesizeRequest = VOICE,
-           *, user_chosen: bool = False) -> TTSTarget:
-    return TTSTarget(endpoint, api_key, voice, user_chosen=user_chosen)
+           *, user_chosen: bool = False, v2_voice: v2.V2Voice | None = None) -> TTSTarget:
+    return TTSTarget(endpoint, api_key, voice, user_chosen=user_chosen, v2_voice=v2_voice)
 
 
 CASES = [
@@ -54,8 +62,9 @@ CASES = [
     # the endpoint the tenant typed: untrusted, with their key (else the bridge's)
     ("row endpoint", row(api_endpoint="wss://ann/ws", api_key="sk-ann", region="us-east"),
      BRIDGE, REGIONS, target("wss://ann/ws", "sk-ann", user_chosen=True)),
-    ("row endpoint, bridge key", row(api_endpoint="wss://ann/ws"), BRIDGE, NO_REGIONS,
-     target("wss://ann/ws", user_chosen=True)),
+    # the bridge's key never goes to an endpoint a tenant typed (it would leak to any host)
+    ("row endpoint, no key: none", row(api_endpoint="wss://ann/ws"), BRIDGE, NO_REGIONS,
+     target("wss://ann/ws", "", user_chosen=True)),
     # the row's region: the operator's endpoint for it
     ("row region", row(region="us-east", api_key="sk-ann"), BRIDGE, REGIONS,
      target("wss://us/ws", "sk-ann")),
@@ -83,6 +92,46 @@ CASES = [
      target("wss://eu/ws", "sk-ann")),
     ("no keys at all", row(), SilmaSettings(endpoint="wss://bridge/ws"), NO_REGIONS,
      target("wss://bridge/ws", "")),
+    ("the row's speed", row(speed=1.3), BRIDGE, NO_REGIONS,
+     target("wss://bridge/ws", voice=dataclasses.replace(VOICE, speed=1.3))),
+    # SILMA's public API chosen by the tenant: SILMA's cloud unless the bridge has a v2 endpoint
+    ("row v2, own key: the cloud, in the row's voice",
+     row(api="v2", api_key="sk-ann", v2_model="silma-tts-v2-english", v2_voice="emma",
+         v2_custom_audio_id="voice_9", v2_user_id="acct-ann", speed=0.9), BRIDGE, REGIONS,
+     target(CLOUD, "sk-ann", dataclasses.replace(VOICE, speed=0.9), v2_voice=v2.V2Voice(
+         "silma-tts-v2-english", "emma", "voice_9", "acct-ann", speed=0.9))),
+    ("row v2, no key, bridge on our protocol: no key (ours is not SILMA's)", row(api="v2"),
+     BRIDGE, NO_REGIONS, target(CLOUD, "", v2_voice=SILMA_DEFAULT)),
+    ("row v2, no key, bridge on v2: the bridge's account and cloned voice", row(api="v2"),
+     BRIDGE_V2, NO_REGIONS, target("https://eu.silma.test/tts/v2", "sk-cloud",
+                                   v2_voice=BRIDGE_V2_VOICE)),
+    ("row v2, own key, bridge on v2: the bridge's voice names, not its account",
+     row(api="v2", api_key="sk-ann"), BRIDGE_V2, NO_REGIONS,
+     target("https://eu.silma.test/tts/v2", "sk-ann", v2_voice=v2.V2Voice(
+         "silma-tts-v2-ksa", "salma", speed=1.0))),
+    ("row v2, typed endpoint: untrusted, own key only",
+     row(api="v2", api_endpoint="https://gpu.ann.test/tts/v2"), BRIDGE_V2, NO_REGIONS,
+     target("https://gpu.ann.test/tts/v2", "", user_chosen=True, v2_voice=v2.V2Voice(
+         "silma-tts-v2-ksa", "salma", speed=1.0))),
+    ("local mode wins over v2", row(api="v2", is_local=True), BRIDGE_V2,
+     NO_REGIONS, Local(VOICE)),
+    # the bridge on v2: users who chose nothing speak through it
+    ("bridge v2, auto row", row(), BRIDGE_V2, REGIONS,
+     target("https://eu.silma.test/tts/v2", "sk-cloud", v2_voice=BRIDGE_V2_VOICE)),
+    ("bridge v2, an auto row with its own key: the bridge's voice names, not its account",
+     row(api_key="sk-ann"), BRIDGE_V2, NO_REGIONS,
+     target("https://eu.silma.test/tts/v2", "sk-ann", v2_voice=v2.V2Voice(
+         "silma-tts-v2-ksa", "salma", speed=1.0))),
+    ("bridge v2, no row, no endpoint: the cloud", None,
+     SilmaSettings(api="v2", api_key="sk-cloud"), NO_REGIONS,
+     target(CLOUD, "sk-cloud", v2_voice=SILMA_DEFAULT)),
+    ("bridge v2, a row on our protocol with a region keeps it", row(api="silma",
+                                                                     region="us-east"),
+     BRIDGE_V2, REGIONS, target("wss://us/ws", "")),  # the cloud key is not for our servers
+    ("bridge v2, a row on our protocol: the bridge's regions, never its v2 endpoint",
+     row(api="silma"), BRIDGE_V2, REGIONS, target("wss://eu/ws", "")),
+    ("bridge v2, a row on our protocol and no regions: local", row(api="silma"), BRIDGE_V2,
+     NO_REGIONS, Local(VOICE)),
 ]
 
 

@@ -52,7 +52,17 @@ function failureOf(result) {
 }
 
 // -- Server configuration ------------------------------------------------------------------
+// Which fields apply to which mode is the page's data-modes attributes (CSS hides the others);
+// saving sends only the fields the chosen mode shows.
 let mode = document.body.dataset.mode;
+const serverForm = $("server-form");
+const serverControls = () => [...serverForm.elements].filter((el) => el.name);
+const SERVER_FIELDS = ["mode", "body", ...serverControls().map((el) => el.name)];
+
+function appliesTo(element, chosen) {
+  const scope = element.closest("[data-modes]");
+  return !scope || scope.dataset.modes.split(" ").includes(chosen);
+}
 
 function selectMode(chosen) {
   mode = chosen;
@@ -62,6 +72,30 @@ function selectMode(chosen) {
     button.classList.toggle("selected", on);
     button.setAttribute("aria-pressed", String(on));
   }
+  const endpoint = $("api_endpoint");
+  endpoint.placeholder = endpoint.dataset[chosen === "v2" ? "placeholderV2" : "placeholderApi"];
+}
+
+// Speed as the API takes it: empty is null (the bridge's); anything else that is not a number
+// goes as typed, so the server's message says what is wrong.
+function speedValue(text) {
+  const trimmed = text.trim();
+  if (trimmed === "") return null;
+  const number = Number(trimmed);
+  return Number.isFinite(number) ? number : trimmed;
+}
+
+function serverChanges() {
+  const body = { mode };
+  for (const control of serverControls()) {
+    if (!appliesTo(control, mode)) continue;
+    if (control.name === "api_key") {
+      if (control.value) body.api_key = control.value; // empty keeps the stored key
+    } else {
+      body[control.name] = control.name === "speed" ? speedValue(control.value) : control.value;
+    }
+  }
+  return body;
 }
 
 function showSettings(view) {
@@ -70,21 +104,21 @@ function showSettings(view) {
   $("api_key").value = "";
 }
 
-const SERVER_FIELDS = ["mode", "api_endpoint", "api_key", "body"];
+// The fields as stored (normalized by the server); the key stays write-only.
+function showServerFields(view) {
+  for (const control of serverControls()) {
+    if (control.name !== "api_key") control.value = view[control.name] ?? "";
+  }
+}
 
 async function saveServer(event) {
   event.preventDefault();
-  const body = { mode };
-  if (mode === "api") {
-    body.api_endpoint = $("api_endpoint").value;
-    if ($("api_key").value) body.api_key = $("api_key").value;
-  }
   status("server-status", "Saving…");
-  const result = await call("PUT", "silma", body);
+  const result = await call("PUT", "silma", serverChanges());
   if (result.ok) {
     showErrors(SERVER_FIELDS, {});
     showSettings(result.body);
-    $("api_endpoint").value = result.body.api_endpoint;
+    showServerFields(result.body);
     status("server-status", "Saved. The next call uses it.", "ok");
     refreshPool();
   } else {
@@ -238,11 +272,12 @@ async function preview(event) {
 for (const button of document.querySelectorAll("button.mode")) {
   button.addEventListener("click", () => selectMode(button.dataset.mode));
 }
-$("server-form").addEventListener("submit", saveServer);
+serverForm.addEventListener("submit", saveServer);
 $("region-select").addEventListener("change", saveRegion);
 $("health-button").addEventListener("click", checkHealth);
 $("voice-form").addEventListener("submit", uploadVoice);
 $("preview-form").addEventListener("submit", preview);
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshPool(); });
+selectMode(mode);
 showMeasurements();
 refreshPool();
