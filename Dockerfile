@@ -13,6 +13,8 @@ RUN pip install . && useradd --system --uid 10001 --home /app bridge \
 USER bridge
 
 EXPOSE 8080
+# Liveness on the port the bridge listens on (BRIDGE_PORT, 8080 unless set). The TTS server's
+# container (same image) replaces it: config/deploy/compose.yaml checks its /health on 9000.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)" || exit 1
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('BRIDGE_PORT', '8080'), timeout=2)" || exit 1
 CMD ["python", "-m", "bridge", "serve"]

@@ -17,6 +17,7 @@ from bridge.tracing.logs import configure_logging
 
 if TYPE_CHECKING:
     from bridge.web.app import AppConfig
+    from bridge.web.context import BridgeContext
     from bridge.web.services import Services
 
 
@@ -29,12 +30,16 @@ def _run(main: object) -> None:
         uvloop.run(main)  # type: ignore[arg-type]
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
+async def _until_drained(ctx: BridgeContext) -> None:
+    """Serve until SIGTERM or SIGINT, then drain the calls (bridge/web/drain.py); a signal
+    during the drain hurries it."""
+    from bridge.web.drain import Drainer
+
+    drainer = Drainer(ctx)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(sig, drainer.signalled)
+    await drainer.run()
 
 
 GC_PAUSE_WARN_S = 0.02
@@ -99,9 +104,9 @@ async def _listen(settings: Settings, services: Services, config: AppConfig) -> 
         print(f"bridge listening on http://{settings.host}:{settings.port} "
               f"(settings page: http://{settings.host}:{settings.port}/settings)",
               file=sys.stderr, flush=True)
-        await _until_signalled()
+        await _until_drained(app[CONTEXT])
     finally:
-        for each in runners:  # ops first, then the main app (it closes the streams)
+        for each in runners:  # ops first, then the main app (it closes what the drain left)
             await each.cleanup()
 
 

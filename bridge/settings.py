@@ -96,6 +96,13 @@ class CallSettings:
     lead_ms: int = 200
     max_frames_per_message: int = 5
     mark_timeout_s: float = 5.0
+    # Twilio and Plivo send media every 20 ms for the whole call: a stream silent this long has
+    # lost its peer, and the call ends "inactive".
+    inactivity_timeout_s: float = 30.0
+    # On SIGTERM or SIGINT live calls may go on this long (bridge/web/drain.py); those still
+    # live then hear drain_goodbye (empty: none) and end "drained".
+    drain_deadline_s: float = 20.0
+    drain_goodbye: str = "Sorry, we have to end this call now. Goodbye."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +174,21 @@ class TTSServerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class FleetSettings:
+    """[fleet]: this bridge among others sharing redis_url (unused without it)."""
+
+    # Empty: the host name and process id.
+    instance_id: str = ""
+    # Where the other bridges reach this one's control API; empty: http://host:port.
+    internal_url: str = ""
+    region: str = ""
+    heartbeat_s: float = 2.0
+    # A bridge not heard of for this long is gone: its calls are filed as ended ("bridge lost").
+    ttl_s: float = 6.0
+    trace_ttl_s: float = 86_400.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -194,6 +216,10 @@ class Settings:
     # for the user or the bridge). Only for trying the bridge locally: anyone could then open
     # calls, so it is off unless asked for.
     allow_unsigned_webhooks: bool = False
+    # Redis shared by a fleet of bridges (call ownership, routed control, shared traces,
+    # settings changes); empty: this bridge alone, as a fleet of one.
+    redis_url: str = dataclasses.field(default="", repr=False)
+    fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
     silma: SilmaSettings = dataclasses.field(default_factory=SilmaSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     twilio: TwilioSettings = dataclasses.field(default_factory=TwilioSettings)
@@ -277,6 +303,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_AGENT_KIND must be scripted or remote")
     if s.agent.kind == "remote" and not s.agent.remote_url.startswith(("ws://", "wss://")):
         raise ConfigError("BRIDGE_AGENT_REMOTE_URL must be a ws:// or wss:// URL")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("BRIDGE_REDIS_URL must be redis://, rediss:// or unix://")
+    if not 0 < s.fleet.heartbeat_s < s.fleet.ttl_s:
+        raise ConfigError("fleet: need 0 < BRIDGE_FLEET_HEARTBEAT_S < BRIDGE_FLEET_TTL_S")
     if s.silma.api not in {"silma", "v2"}:
         raise ConfigError("BRIDGE_SILMA_API must be silma or v2")
     if s.silma.api == "v2" and s.silma.v2_custom_audio_id and not s.silma.v2_user_id:
@@ -287,6 +317,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_CALL_LEAD_MS must be between 20 and 1000")
     if s.call.max_frames_per_message < 1:
         raise ConfigError("BRIDGE_CALL_MAX_FRAMES_PER_MESSAGE must be at least 1")
+    if not 0 < s.call.inactivity_timeout_s <= 3600:
+        raise ConfigError("BRIDGE_CALL_INACTIVITY_TIMEOUT_S must be over 0 and at most 3600")
+    if not 0 <= s.call.drain_deadline_s <= 3600:
+        raise ConfigError("BRIDGE_CALL_DRAIN_DEADLINE_S must be between 0 and 3600")
+    if len(s.call.drain_goodbye) > 500:
+        raise ConfigError("BRIDGE_CALL_DRAIN_GOODBYE: at most 500 characters")
     if not 0 <= s.pool.warm <= s.pool.size or s.pool.size < 1:
         raise ConfigError("pool: need size >= 1 and 0 <= warm <= size")
     if s.tts_server.concurrency < 1 or s.tts_server.max_queue < 0:

@@ -82,8 +82,10 @@ async def running_bridge(settings: Settings, *, tts_url: str,
     sock.bind(("127.0.0.1", 0))  # bound before the app exists: its public URL needs the port
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    fleet = settings.fleet
     async with bridge_services(settings.replace(
             public_url=url, silma=dataclasses.replace(settings.silma, endpoint=tts_url),
+            fleet=dataclasses.replace(fleet, internal_url=fleet.internal_url or url),
             default_user_token=settings.default_user_token or DEFAULT_TOKEN),
             database_url) as services:
         runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=2.0)

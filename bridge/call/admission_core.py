@@ -1,7 +1,8 @@
 """Which new calls the bridge takes: a pure decision over what it holds and what its TTS can do.
 
 A call answered past capacity would be answered into silence, so the answer webhook asks first.
-Three bounds, each with its own reason:
+A draining bridge (shutting down, bridge/web/drain_core.py) takes no new call ("draining");
+otherwise three bounds, each with its own reason:
 
 - ``max_calls``: calls held (live, plus answered calls whose stream has not come yet) against
   the configured maximum per bridge.
@@ -36,7 +37,7 @@ class Admit:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refuse:
-    reason: str  # max_calls | tts_slow | tts_capacity (a metric label)
+    reason: str  # draining | max_calls | tts_slow | tts_capacity (a metric label)
     detail: str
 
 
@@ -62,12 +63,15 @@ class Admission:
         return len(self._reserved)
 
     def decide(self, call_id: str, now: float, *, live: Collection[str], waiting: int,
-               capacity: Capacity) -> Admit | Refuse:
+               capacity: Capacity, draining: bool = False) -> Admit | Refuse:
         """Admit (and reserve a place for) `call_id`, or say why not. `live`: the ids of live
-        calls; `waiting`: how many of them wait for their current utterance's first audio."""
+        calls; `waiting`: how many of them wait for their current utterance's first audio;
+        `draining`: the bridge is shutting down."""
         pending = self.pending(now)
         if call_id in live or call_id in self._reserved:
             return Admit()  # a carrier's retried webhook: the call has its place already
+        if draining:
+            return Refuse("draining", "the bridge is shutting down")
         held = len(live) + pending
         if self.max_calls and held >= self.max_calls:
             return Refuse("max_calls", f"{held} calls held, at most {self.max_calls}")

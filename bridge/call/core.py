@@ -11,7 +11,9 @@ Pure and synchronous so every rule is a unit test with an injected clock:
   utterance is cut, and the agent is told how much of each the caller heard (unplayed audio is
   the tail of what was sent, so it is taken from the newest utterances first);
 - a hang-up with a goodbye waits until the goodbye is over (heard, cut or failed) or its
-  deadline passes, then ends the call at the provider;
+  deadline passes, then ends the call at the provider, with the hang-up's reason ("hangup",
+  or "drained" when the bridge shuts down);
+- a stream whose peer has gone silent (no read for the inactivity timeout) ends "inactive";
 - a part that fails (sender, speaker, agent loop, the TTS opening) ends the call with its reason.
 """
 
@@ -142,6 +144,7 @@ class CallCore:
         self._start_deadline: float | None = now + start_timeout_s
         self._goodbye: int | None = None  # the goodbye utterance a hang-up waits for
         self._goodbye_deadline: float | None = None
+        self._hangup_reason = "hangup"
         self._speech_open = False  # sender and speaker run: there is a line to silence
         self.end_reason = ""
 
@@ -197,6 +200,10 @@ class CallCore:
     def stream_closed(self) -> tuple[Action, ...]:
         return self._end("socket closed")
 
+    def inactive(self) -> tuple[Action, ...]:
+        """Nothing came on the stream for the inactivity timeout: the peer is gone."""
+        return self._end("inactive")
+
     def heard(self, utt: UtteranceTrace) -> tuple[Action, ...]:
         """The provider echoed `utt`'s mark: the caller heard all of it."""
         if self._live.get(utt.index) is not utt:
@@ -243,9 +250,11 @@ class CallCore:
         """The agent asked for silence."""
         return self._interrupt(unplayed_s) if self.speaking else NOTHING
 
-    def hang_up(self, goodbye: UtteranceTrace | None, now: float,
-                timeout_s: float) -> tuple[Action, ...]:
-        """End the call at the provider once `goodbye` (if any, already said) is over."""
+    def hang_up(self, goodbye: UtteranceTrace | None, now: float, timeout_s: float,
+                reason: str = "hangup") -> tuple[Action, ...]:
+        """End the call at the provider once `goodbye` (if any, already said) is over; the
+        call ends with `reason`."""
+        self._hangup_reason = reason
         if goodbye is not None and goodbye.index in self._live and not self.over:
             self.state = CallState.HANGING_UP
             self._goodbye = goodbye.index
@@ -334,5 +343,5 @@ class CallCore:
 
     def _hang_up(self) -> tuple[Action, ...]:
         self._goodbye = self._goodbye_deadline = None
-        self.trace.end_reason = self.trace.end_reason or "hangup"
+        self.trace.end_reason = self.trace.end_reason or self._hangup_reason
         return (HangUp(),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.call.session import CallSession
 from bridge.store import User
@@ -19,6 +19,14 @@ from bridge.tracing.trace import CallTrace, UtteranceTrace
 
 HISTORY = 200
 WEBHOOKS = 1000
+
+
+class FleetCalls(Protocol):
+    """Where the other bridges of a fleet learn of this one's calls (fleet.Membership)."""
+
+    def call_started(self, call_id: str, owner: str) -> None: ...
+
+    def call_ended(self, call_id: str, trace: dict[str, Any]) -> None: ...
 
 
 def visible(viewer: User, owner: str) -> bool:
@@ -35,8 +43,10 @@ class CallRegistry:
 
     def __init__(self, metrics: BridgeMetrics, history: int = HISTORY,
                  on_call_ended: Callable[[CallTrace], None] | None = None,
-                 on_call_started: Callable[[str], None] | None = None) -> None:
+                 on_call_started: Callable[[str], None] | None = None,
+                 fleet: FleetCalls | None = None) -> None:
         self.metrics = metrics
+        self.fleet = fleet  # told of each call's start and end, for the other bridges
         self._on_call_ended = on_call_ended  # e.g. OpenTelemetry export
         self._on_call_started = on_call_started  # admission: the call's place is taken now
         self.live: dict[str, CallSession] = {}
@@ -57,6 +67,8 @@ class CallRegistry:
 
     def started(self, session: CallSession) -> None:
         self.live[session.call_id] = session
+        if self.fleet is not None:
+            self.fleet.call_started(session.call_id, session.owner)
         self.metrics.call_started()
         if self._on_call_started is not None:
             self._on_call_started(session.call_id)
@@ -72,6 +84,9 @@ class CallRegistry:
             self._on_call_ended(session.trace)
         self._ended[session.call_id] = {"started_at": _started_at(session.trace),
                                         "owner": session.owner, **session.trace.to_dict()}
+        if self.fleet is not None:
+            self.fleet.call_ended(session.call_id, {"live": False,
+                                                    **self._ended[session.call_id]})
         while len(self._ended) > self._history:
             self._ended.popitem(last=False)
 

@@ -4,8 +4,9 @@ call core (core.py) decides.
 The session is provider-neutral: a parse function turns raw messages into telephony events and a
 codec factory builds outbound messages once the stream id is known. Its sender, speaker and agent
 loop run under one Supervisor for exactly as long as the stream: a part that fails ends the call
-with its name as the reason, and every way a stream can end (stop, socket closed, hang-up,
-server shutdown, a failure) goes through one `finally` that stops them and ends the trace.
+with its name as the reason, and every way a stream can end (stop, socket closed, a silent
+peer, hang-up, drain, server shutdown, a failure) goes through one `finally` that stops them and
+ends the trace.
 The reader never waits on the agent or on TTS: a provider drops audio from a slow reader.
 """
 
@@ -165,16 +166,21 @@ class CallSession:
                     await event.wait()
         return utt.outcome == "played"
 
-    async def hangup(self, goodbye: str | None = None) -> None:
-        """Say goodbye (if any) and wait for it, end the call at the provider, close. Idempotent:
-        a second call waits for the first."""
+    async def hangup(self, goodbye: str | None = None, *, reason: str = "hangup",
+                     interrupt: bool = False) -> None:
+        """Say goodbye (if any) and wait for it, end the call at the provider, close; the call
+        ends with `reason`. `interrupt`: silence what is being said first, so the goodbye does
+        not wait behind it (the bridge shutting down). Idempotent: a second call waits for the
+        first (an agent's goodbye under way is not cut)."""
         if self._hung_up is None:
             self._hung_up = self._loop.create_future()
+            if interrupt:
+                self.clear()
             said = None
             if goodbye and self.core.start is not None and not self.core.over:
                 said = self.say(goodbye, bounded=False)
             self._do(self.core.hang_up(said, self._loop.time(),
-                                       self._settings.mark_timeout_s))
+                                       self._settings.mark_timeout_s, reason))
             self._arm_timer()
         await asyncio.shield(self._hung_up)
 
@@ -218,6 +224,10 @@ class CallSession:
             self._do(self.core.dtmf(event.digit))
         elif isinstance(event, ev.StreamStopped):
             self._do(self.core.stopped())
+
+    def inactive(self) -> None:
+        """The stream has been silent for the inactivity timeout: its peer is gone."""
+        self._do(self.core.inactive())
 
     def _caller_audio(self, payload: bytes) -> None:
         if self.core.start is None:

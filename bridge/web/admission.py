@@ -31,11 +31,17 @@ async def _capacity(ctx: BridgeContext, user_id: str) -> Capacity:
 async def refusal(ctx: BridgeContext, provider: str, user_id: str, call_id: str
                   ) -> Refuse | None:
     """Why `call_id` is refused, or None when it is admitted (its place is then reserved)."""
-    capacity = await _capacity(ctx, user_id)
+    # A draining bridge refuses whatever the TTS can do: no pool is opened for it.
+    capacity = Capacity() if ctx.drain.draining else await _capacity(ctx, user_id)
     registry = ctx.registry
+    # In a fleet the TTS servers are shared: the other bridges' callers waiting for first
+    # words are ahead of this one too (their count as of the last heartbeat).
+    elsewhere = ctx.services.fleet.others_waiting if ctx.services.fleet is not None else 0
     decision = ctx.admission.decide(call_id, asyncio.get_running_loop().time(),
                                     live=registry.live.keys(),
-                                    waiting=registry.waiting_for_audio(), capacity=capacity)
+                                    waiting=registry.waiting_for_audio() + elsewhere,
+                                    capacity=capacity,
+                                    draining=ctx.drain.draining)
     if not isinstance(decision, Refuse):
         return None
     registry.metrics.calls_refused.labels(provider, decision.reason).inc()

@@ -3,12 +3,11 @@ each, the ops endpoints, and the context its handlers share."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.call.admission_core import Admission
@@ -22,6 +21,7 @@ from bridge.tracing.trace import CallTrace
 from bridge.web import (
     auth,
     calls_routes,
+    drain,
     plivo_routes,
     settings_routes,
     streams,
@@ -38,14 +38,14 @@ from bridge.web.access import (
 )
 from bridge.web.context import CONTEXT, BridgeContext
 from bridge.web.disconnects import client_gone
+from bridge.web.drain_core import CLOSE_S, Drain
 from bridge.web.forwarded import Network, parse_networks
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
 
 
 async def _close_streams(app: web.Application) -> None:
-    await asyncio.gather(*(socket.close(WSCloseCode.GOING_AWAY, "server shutdown")
-                           for socket in list(app[CONTEXT].sockets)))
+    await drain.close_streams(app[CONTEXT], CLOSE_S)  # what the drain left, if it ran
 
 
 async def health(request: web.Request) -> web.Response:
@@ -111,6 +111,7 @@ _USER_API = "/api/users/{user_id}"
 # Every route of the bridge and who may call it (bridge/web/access.py enforces it).
 ROUTES: tuple[tuple[str, str, Handler, Principal], ...] = (
     ("GET", "/health", health, PUBLIC),
+    ("GET", "/api/ready", drain.readiness, PUBLIC),
     ("GET", "/login", auth.login_form, PUBLIC),
     ("POST", "/login", auth.login, PUBLIC),
     ("POST", "/logout", auth.logout, USER),
@@ -173,9 +174,13 @@ def create_app(services: Services, config: AppConfig | None = None) -> web.Appli
     app[CONTEXT] = BridgeContext(
         services=services, stream_tokens=StreamTokens.for_secret(settings.secret_key),
         admission=admission,
+        drain=Drain(deadline_s=settings.call.drain_deadline_s,
+                    goodbye_s=settings.call.mark_timeout_s),
         registry=CallRegistry(BridgeMetrics(services.pools.stats),
                               on_call_ended=config.on_call_ended,
-                              on_call_started=admission.started))
+                              on_call_started=admission.started, fleet=services.fleet))
+    if services.fleet is not None:
+        services.fleet.waiting_now = app[CONTEXT].registry.waiting_for_audio
     auth.install(app, config.trusted_proxies)
     app.on_shutdown.append(_close_streams)
     add_static(app, "/static", STATIC_DIR)

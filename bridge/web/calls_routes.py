@@ -1,5 +1,6 @@
 """The control API for live calls: list, say, trace, hang up. A browser asking for /calls gets
-the dashboard page instead of the list.
+the dashboard page instead of the list. In a fleet (BRIDGE_REDIS_URL), any bridge answers for
+every call: one held by another bridge is asked of it (web/routed.py).
 
 Every route is declared for a logged-in user (bridge/web/access.py); which calls that user may
 see or control is the registry's rule (`CallRegistry.session_for` / `trace_for`): their own, or
@@ -14,7 +15,7 @@ import json
 from aiohttp import web
 
 from bridge.call.session import CallBusy
-from bridge.web import dashboard_routes
+from bridge.web import dashboard_routes, routed
 from bridge.web.access import current_user
 from bridge.web.auth import json_error, wants_html
 from bridge.web.context import context
@@ -27,15 +28,17 @@ async def list_calls(request: web.Request) -> web.Response:
     if wants_html(request):
         return await dashboard_routes.calls_page(request)
     registry, viewer = context(request).registry, current_user(request)
-    return web.json_response({"live": registry.live_calls(viewer),
-                              "recent": registry.recent(viewer)[:50]},
-                             headers={"Vary": "Accept"})
+    calls = await routed.fleet_calls(request, registry.live_calls(viewer),
+                                     registry.recent(viewer)[:50])
+    return web.json_response(calls, headers={"Vary": "Accept"})
 
 
 async def say(request: web.Request) -> web.Response:
-    session = context(request).registry.session_for(current_user(request),
-                                                    request.match_info["call_id"])
+    call_id = request.match_info["call_id"]
+    session = context(request).registry.session_for(current_user(request), call_id)
     if session is None:
+        if (answer := await routed.elsewhere(request, call_id)) is not None:
+            return answer
         raise web.HTTPNotFound(text="no live call with that id")
     text = (await _json_body(request)).get("text")
     if not isinstance(text, str) or not text.strip():
@@ -51,8 +54,12 @@ async def say(request: web.Request) -> web.Response:
 
 
 async def trace(request: web.Request) -> web.Response:
-    found = context(request).registry.trace_for(current_user(request),
-                                                request.match_info["call_id"])
+    call_id = request.match_info["call_id"]
+    found = context(request).registry.trace_for(current_user(request), call_id)
+    if found is None:
+        if (answer := await routed.elsewhere(request, call_id)) is not None:
+            return answer
+        found = await routed.ended_trace(request, call_id)
     if found is None:
         raise web.HTTPNotFound(text="no call with that id")
     return web.json_response(found)
@@ -64,7 +71,10 @@ async def hangup(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     session = registry.session_for(viewer, call_id)
     if session is None:
-        if registry.trace_for(viewer, call_id) is not None:
+        if (answer := await routed.elsewhere(request, call_id)) is not None:
+            return answer
+        if registry.trace_for(viewer, call_id) is not None or \
+                await routed.ended_trace(request, call_id) is not None:
             return web.json_response({"call_id": call_id, "status": "ended"})
         raise web.HTTPNotFound(text="no call with that id")
     goodbye = (await _json_body(request)).get("goodbye") if request.can_read_body else None

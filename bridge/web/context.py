@@ -17,6 +17,7 @@ from bridge.call.admission_core import Admission
 from bridge.call.registry import CallRegistry
 from bridge.call.speaker import Synthesize
 from bridge.settings import PlivoSettings, Settings, TwilioSettings
+from bridge.web.drain_core import Drain
 from bridge.web.media_socket import MediaSocket
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
@@ -28,6 +29,7 @@ class BridgeContext:
     registry: CallRegistry
     stream_tokens: StreamTokens
     admission: Admission
+    drain: Drain  # from the first SIGTERM on: not ready, new calls refused (bridge/web/drain.py)
     sockets: weakref.WeakSet[MediaSocket] = dataclasses.field(
         default_factory=weakref.WeakSet)
 

@@ -21,6 +21,11 @@ leaves aiohttp and this asyncio protocol owns it, with public APIs only:
   websockets therefore always parses from a frame boundary. Outgoing text frames are framed
   here too (`text_frame`); websockets frames pongs and the close.
 
+A peer that goes silent (no read for `inactivity_timeout_s`; bridge/web/inactivity.py decides)
+is gone: `on_inactive` is told and the connection is dropped without a close handshake, which
+nobody would answer. Each read only sets a flag; one timer per socket checks it a few times per
+timeout.
+
 Bytes a client sends before the 101 (RFC 6455 4.1 forbids it) stay with aiohttp and are lost.
 """
 
@@ -37,12 +42,15 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from bridge.web.inactivity import Inactivity
+
 try:  # websockets' C extension for masking, what its own frame parser uses
     from websockets.speedups import apply_mask
 except ImportError:  # no wheel with it for this platform: its pure Python twin
     from websockets.utils import apply_mask
 
 OnMessage = Callable[[str | bytes], None]
+OnInactive = Callable[[], None]
 CLOSE_TIMEOUT_S = 10.0  # for the peer's close frame, as aiohttp's WebSocketResponse waits
 # First bytes of the frames handled here: FIN, no RSV bits (no extension is negotiated), text
 # or binary. The second byte must have the mask bit: a client's frames are always masked.
@@ -102,12 +110,19 @@ class HandshakeRefused(Exception):
 
 
 class MediaSocket(asyncio.Protocol):
-    """`on_message` is called synchronously with every text (str) or binary (bytes) message.
+    """`on_message` is called synchronously with every text (str) or binary (bytes) message,
+    `on_inactive` once the peer has been silent for `inactivity_timeout_s` (0: never).
     `accept` takes the connection over from aiohttp; `send`, `close` and `wait_closed` are
     what a call needs."""
 
-    def __init__(self, on_message: OnMessage, *, max_size: int) -> None:
+    def __init__(self, on_message: OnMessage, *, max_size: int,
+                 inactivity_timeout_s: float = 0.0) -> None:
         self.on_message = on_message
+        self.on_inactive: OnInactive = lambda: None
+        self._inactivity_timeout_s = inactivity_timeout_s
+        self._inactivity: Inactivity | None = None  # from the 101 on
+        self._inactivity_timer: asyncio.TimerHandle | None = None
+        self._read = False  # set by every read, cleared by the inactivity check
         self._max_size = min(max_size, 0xFFFF)  # bigger frames go to websockets
         # No extensions (so no compression), no subprotocol, no origin check.
         self._ws = ServerProtocol(max_size=max_size)
@@ -142,10 +157,16 @@ class MediaSocket(asyncio.Protocol):
         self._transport = transport
         self._ws.send_response(response)
         self._flush()
+        if self._inactivity_timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            self._inactivity = Inactivity(self._inactivity_timeout_s, loop.time())
+            self._inactivity_timer = loop.call_later(self._inactivity.interval_s,
+                                                     self._check_inactivity)
 
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
+        self._read = True  # all the inactivity check costs a read
         if self._pending:
             data, self._pending = self._pending + data, b""
         pos, end = 0, len(data)
@@ -212,6 +233,8 @@ class MediaSocket(asyncio.Protocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._inactivity_timer is not None:
+            self._inactivity_timer.cancel()
         self._closed.set()
         self._writable.set()  # senders waiting for room learn that the stream is gone
         if self._aiohttp is not None:  # aiohttp finishes its request, as for a client gone
@@ -237,7 +260,7 @@ class MediaSocket(asyncio.Protocol):
                     timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Run the close handshake and wait for the connection's end; abort a peer that does
         not answer within `timeout_s`."""
-        if self._transport is None:
+        if self._transport is None or self._closed.is_set():
             return
         if self._ws.state is State.OPEN:
             self._ws.send_close(code, reason)
@@ -257,7 +280,24 @@ class MediaSocket(asyncio.Protocol):
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    @property
+    def backed_up(self) -> bool:
+        """The send queue is full: the peer reads slower than we send (or not at all)."""
+        return not self._writable.is_set()
+
     # Inside
+
+    def _check_inactivity(self) -> None:
+        assert self._inactivity is not None and self._transport is not None
+        loop = asyncio.get_running_loop()
+        if self._inactivity.gone(self._read, loop.time()):
+            self._inactivity_timer = None
+            self._transport.abort()  # a peer that sends nothing would not answer a close
+            self.on_inactive()  # before the connection's end is seen: it names the reason
+            return
+        self._read = False
+        self._inactivity_timer = loop.call_later(self._inactivity.interval_s,
+                                                 self._check_inactivity)
 
     def _feed(self, data: bytes) -> None:
         self._ws.receive_data(data)

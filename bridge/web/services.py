@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -14,8 +16,11 @@ from typing import Any
 
 import aiohttp
 import structlog
+from redis.exceptions import RedisError
 
 from bridge.errors import BridgeError, ConfigError
+from bridge.fleet.core import Instance
+from bridge.fleet.membership import FleetTiming, Membership
 from bridge.settings import Settings, SilmaSettings
 from bridge.silma import protocol as p
 from bridge.silma.pools import PoolRegistry
@@ -37,10 +42,19 @@ class Services:
     pools: PoolRegistry
     regions: RegionSelector  # with no endpoints when the bridge has none (or its own endpoint)
     targets: TTSTargets
+    fleet: Membership | None = None  # None: no BRIDGE_REDIS_URL, a fleet of one
 
     async def retire_unused_pools(self) -> None:
         """Close pools that no live call uses and no user's settings point at any more."""
         self.pools.retire_unused(await self.targets.pool_keys_in_use())
+
+    async def settings_changed(self, user_id: str) -> None:
+        """A user's settings were saved here: this bridge's unused pools retire now, and every
+        other bridge's as soon as it hears (targets are read from the store at each call, so
+        no bridge speaks with a stale key to a new call; this closes the old pools)."""
+        await self.retire_unused_pools()
+        if self.fleet is not None:
+            await self.fleet.settings_changed(user_id)
 
 
 def voice_of(silma: SilmaSettings) -> p.SynthesizeRequest:
@@ -91,7 +105,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                                  deadline_s=silma.retry_deadline_s,
                                  first_audio_timeout_s=silma.first_audio_timeout_s))
         stack.push_async_callback(pools.close)  # before the sessions and the local server
-        services = Services(settings, store, http, pools, regions, targets)
+        fleet = await _join_fleet(settings, stack)
+        services = Services(settings, store, http, pools, regions, targets, fleet)
+        if fleet is not None:
+            fleet.on_settings_changed = lambda _user: services.retire_unused_pools()
         if regions.endpoints:
             await regions.measure()
             _in_background(stack, _every(silma.region_probe_interval_s, regions.measure))
@@ -99,6 +116,25 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         # Warm the default user's pool now, so the first call does not pay for connecting.
         await pools.pool_for(await targets.for_user(DEFAULT_USER_ID))
         yield services
+
+
+async def _join_fleet(settings: Settings, stack: contextlib.AsyncExitStack
+                      ) -> Membership | None:
+    if not settings.redis_url:
+        return None
+    fleet = settings.fleet
+    me = Instance(id=fleet.instance_id or f"{socket.gethostname()}-{os.getpid()}",
+                  url=fleet.internal_url or f"http://{settings.host}:{settings.port}",
+                  region=fleet.region, max_calls=settings.admission.max_calls)
+    membership = Membership.connect(settings.redis_url, me, FleetTiming(
+        fleet.heartbeat_s, fleet.ttl_s, fleet.trace_ttl_s))
+    try:
+        await membership.start()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(f"cannot join the fleet at BRIDGE_REDIS_URL: {exc}") from exc
+    stack.push_async_callback(membership.stop)
+    log.info("fleet_joined", instance=me.id, url=me.url)
+    return membership
 
 
 def _in_background(stack: contextlib.AsyncExitStack, job: Coroutine[Any, Any, None]) -> None:

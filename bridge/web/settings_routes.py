@@ -248,7 +248,8 @@ async def put_silma(request: web.Request) -> web.StreamResponse:
     if errors:
         return errors_response(errors)
     row = await ctx.services.store.update_silma(user_id, **changes)
-    await ctx.services.retire_unused_pools()  # the pool this user left drains once no call uses it
+    # The pool this user left drains once no call uses it, on every bridge of the fleet.
+    await ctx.services.settings_changed(user_id)
     if not row.is_local:
         await _user_pool(ctx, user_id)  # warm now, so the next call finds ready connections
     return web.json_response(await _view(ctx, row))

@@ -72,7 +72,8 @@ async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: 
     """Accept the upgrade (token and signature already checked) and run the call until the
     stream ends. The socket leaves aiohttp at the 101 (bridge/web/media_socket.py)."""
     ctx = context(request)
-    socket = MediaSocket(lambda _: None, max_size=MAX_PROVIDER_MESSAGE)  # the session's, below
+    socket = MediaSocket(lambda _: None, max_size=MAX_PROVIDER_MESSAGE,  # the session's, below
+                         inactivity_timeout_s=ctx.settings.call.inactivity_timeout_s)
     session = CallSession(
         provider=provider, parse=parse, codec_for=codec_for,
         send=socket.send, close=socket.close, open_tts=ctx.tts_opener(claims.user_id),
@@ -80,7 +81,7 @@ async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: 
         hooks=ctx.registry,
         provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
     )
-    socket.on_message = session.receive
+    socket.on_message, socket.on_inactive = session.receive, session.inactive
     try:
         socket.accept(request)
     except HandshakeRefused as refused:

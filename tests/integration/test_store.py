@@ -10,13 +10,10 @@ import pty
 import re
 import stat
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
@@ -26,8 +23,8 @@ from bridge.store import DEFAULT_USER_ID, Store
 from bridge.store.crypto import DECRYPT_FAILED, SecretBox, generate_key, hash_token
 from bridge.store.db import LATEST, async_url, create_engine, metadata, migrate
 from bridge.store.repository import NO_TOKEN_HINT
+from tests.postgres import pg_schema
 
-PG_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SPEC_SQL = (
     "UPDATE silma_credentials SET api_endpoint = 'https://x/api', is_local = false"
     " WHERE user_id = 'default'"
@@ -35,33 +32,8 @@ SPEC_SQL = (
 KEY = generate_key()
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = re.compile(r"\b[0-9a-f]{64}\b")
-_pg_unreachable: list[str] = []  # remembered so a dead server costs one connect timeout
 
 
-@asynccontextmanager
-async def pg_schema() -> AsyncIterator[str]:
-    """A URL whose connections see only a fresh schema, dropped afterwards."""
-    url = async_url(PG_URL)
-    if not _pg_unreachable:
-        try:
-            admin = await asyncpg.connect(
-                url.set(drivername="postgresql").render_as_string(hide_password=False), timeout=5
-            )
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            _pg_unreachable.append(f"{type(exc).__name__}: {exc}")
-    if _pg_unreachable:
-        where = url.render_as_string(hide_password=True)
-        message = f"PostgreSQL at {where} unreachable ({_pg_unreachable[0]})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: CI must test PostgreSQL (set BRIDGE_TEST_POSTGRES_URL)")
-        pytest.skip(message)
-    schema = f"test_store_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield url.update_query_dict({"search_path": schema}).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

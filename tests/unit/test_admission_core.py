@@ -100,3 +100,14 @@ def test_nonsense_bounds_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Admission(**kwargs)  # type: ignore[arg-type]
 
+
+
+def test_a_draining_bridge_refuses_new_calls_but_not_a_retried_webhook_of_its_own() -> None:
+    admission = Admission(max_calls=0, first_words_s=3.0)
+    assert admission.decide("a", 0.0, live=(), waiting=0, capacity=UNKNOWN) == Admit()
+    refused = admission.decide("b", 0.1, live=(), waiting=0, capacity=UNKNOWN, draining=True)
+    assert isinstance(refused, Refuse) and refused.reason == "draining"
+    assert admission.pending(0.1) == 1  # the refused call reserved nothing
+    # "a" was answered before the drain: its carrier's retry keeps the place it has.
+    assert admission.decide("a", 0.2, live=(), waiting=0, capacity=UNKNOWN,
+                            draining=True) == Admit()

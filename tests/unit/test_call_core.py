@@ -326,3 +326,23 @@ def test_a_call_that_ends_during_the_goodbye_still_hangs_up_at_the_provider():
     actions = core.ended("socket closed")
     assert finished(actions) == [goodbye.index] and actions[-1] == HangUp()
     assert core.trace.end_reason == "socket closed"
+
+
+def test_a_hang_up_ends_the_call_with_its_own_reason_once_the_goodbye_is_heard():
+    core = live_core()
+    goodbye = core.admit_utterance(bounded=False)
+    assert core.hang_up(goodbye, now=0.0, timeout_s=3.0, reason="drained") == ()
+    assert core.trace.end_reason is None  # not over yet: the goodbye plays
+    assert HangUp() in core.heard(goodbye)
+    core.stream_closed()  # the close that follows the hang-up does not rename it
+    core.ended("socket closed")
+    assert core.trace.end_reason == "drained"
+
+
+# -- a silent peer ----------------------------------------------------------------------------
+def test_a_silent_stream_ends_the_call_inactive_once():
+    core = live_core()
+    assert core.inactive() == (End("inactive"),)
+    assert core.inactive() == () and core.stream_closed() == ()
+    core.ended("socket closed")
+    assert core.trace.end_reason == "inactive"

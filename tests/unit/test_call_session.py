@@ -261,3 +261,56 @@ async def test_the_registry_shows_a_call_to_its_owner_only(viewer_id):
     await call.ended()
     assert len(call.registry.recent(viewer)) == (1 if mine else 0)
     assert (call.registry.trace_for(viewer, CALL) is not None) is mine
+
+
+async def test_a_drain_hang_up_cuts_what_plays_says_its_goodbye_and_ends_drained():
+    long_greeting, short_goodbye = speech(seconds=5.0), speech()
+
+    def synthesize(text: str, on_step: Callable[[str], None], *, urgent: bool,
+                   needed_at: Callable[[], float]) -> AsyncIterator[AudioPiece]:
+        said = long_greeting if text.startswith("Hello") else short_goodbye
+        return said(text, on_step, urgent=urgent, needed_at=needed_at)
+
+    call = Call(agent=Recorder(), open_tts=tts(synthesize))
+    call.start()
+    await call.wire.wait_for(lambda: any(m["event"] == "media" for m in call.wire.sent))
+    hangup = asyncio.ensure_future(call.session.hangup("Sorry, goodbye.", reason="drained",
+                                                       interrupt=True))
+    await call.wire.wait_for(lambda: call.wire.marks() == ["utt-1"])  # the goodbye's alone
+    events = [m["event"] for m in call.wire.sent]
+    assert events.index("clear") < events.index("mark")  # the greeting cut, then the goodbye
+    assert not hangup.done()  # the goodbye has not been heard yet
+    call.echo_marks()
+    async with asyncio.timeout(WAIT_S):
+        await hangup
+    trace = await call.ended()
+    assert trace["end_reason"] == "drained"
+    outcomes = [u["outcome"] for u in trace["utterance_traces"]]  # type: ignore[attr-defined]
+    assert outcomes == ["interrupted", "played"]
+    assert call.hung_up_at_provider == [CALL]
+
+
+async def test_a_drain_does_not_cut_an_agent_goodbye_under_way():
+    call = Call(agent=Recorder(greeting=""))
+    call.start()
+    agents = asyncio.ensure_future(call.session.hangup("Goodbye now."))
+    await call.wire.wait_for(lambda: call.wire.marks() == ["utt-0"])
+    drains = asyncio.ensure_future(call.session.hangup("Sorry, goodbye.", reason="drained",
+                                                       interrupt=True))
+    call.echo_marks()
+    async with asyncio.timeout(WAIT_S):
+        await asyncio.gather(agents, drains)
+    trace = await call.ended()
+    assert trace["end_reason"] == "hangup"
+    texts = [u["text"] for u in trace["utterance_traces"]]  # type: ignore[attr-defined]
+    assert texts == ["Goodbye now."]
+    assert all(m["event"] != "clear" for m in call.wire.sent)
+
+
+async def test_a_silent_stream_ends_the_call_inactive():
+    call = Call(agent=Recorder())
+    call.start()
+    await call.wire.wait_for(lambda: bool(call.wire.marks()))
+    call.session.inactive()
+    trace = await call.ended()
+    assert trace["end_reason"] == "inactive"
