@@ -159,8 +159,11 @@ def start_bridge(
     extra_env: dict[str, str],
     nice: int = 0,
     src: Path = REPO,
+    port: int | None = None,
 ) -> Child:
-    port = free_port()
+    """A bridge on `port` (else a free one) with a fresh database in `db_dir` (several
+    bridges given one `db_dir` share it, as a fleet does)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         "BRIDGE_HOST": "127.0.0.1",
