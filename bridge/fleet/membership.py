@@ -194,7 +194,13 @@ class Membership:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._timing.heartbeat_s)  # the period itself: nothing to wait on
-            await self.refresh()
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                # Redis away: the next beat tries again at the same pace (a growing backoff
+                # would outlast the TTL, and the others would file this bridge's live calls).
+                self.write_failures += 1
+                log.warning("fleet_heartbeat_failed", error=str(exc)[:200])
 
     async def refresh(self) -> None:
         """One beat: this bridge's record renewed, dead members' calls filed, the others'

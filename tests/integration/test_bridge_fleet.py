@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from bridge.emulator.twilio_wire import TwilioCallEmulator, fetch_twiml
 from bridge.fleet.core import EVENTS_CHANNEL, Instance
@@ -273,3 +274,26 @@ async def next_message(pubsub: PubSub) -> bytes:
         assert isinstance(data, bytes)
         return data
     raise AssertionError("the subscription ended")
+
+
+async def test_a_failed_heartbeat_is_retried_at_the_same_pace(redis_db: str) -> None:
+    member = Membership.connect(REDIS_URL, Instance("solo", "http://127.0.0.1:9"),
+                                FleetTiming(heartbeat_s=0.05, ttl_s=1.0))
+    await member.start()
+    refresh, beat_again = member.refresh, asyncio.Event()
+    failed: list[bool] = []
+
+    async def once_failing() -> None:  # Redis away for one beat
+        if not failed:
+            failed.append(True)
+            raise RedisError("Connection reset by peer")
+        await refresh()
+        beat_again.set()
+
+    member.refresh = once_failing  # type: ignore[method-assign]
+    async with asyncio.timeout(WAIT_S):
+        await beat_again.wait()  # the very next beat, not after a backoff past the TTL
+    assert member.write_failures == 1
+    seen = await member.instance("solo")
+    assert seen is not None
+    await member.stop()
