@@ -133,12 +133,17 @@ async def silent_tts_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/ws", ws)
-    runner = web.AppRunner(app)
+    async with serving_app(app) as url:
+        yield "ws" + url.removeprefix("http") + "/ws"
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """`app` on a free port of 127.0.0.1 (its base URL) until the block ends."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield f"ws://127.0.0.1:{port}/ws"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()

@@ -26,6 +26,7 @@ from bridge.audio.resample import StreamResampler
 from bridge.silma import v2_protocol as v2
 from bridge.tts_server.engines import Utterance
 from bridge.tts_server.engines.piper import PiperEngine
+from tests.servers import serving_app
 
 BASE = "/tts/v2"
 CHUNK_SAMPLES = 4800  # 0.2 s per streaming event, as a streaming server would send
@@ -139,12 +140,6 @@ async def cloud_double(audio: bytes, **options: Any) -> AsyncIterator[CloudDoubl
     app = web.Application()
     app.router.add_get(f"{BASE}{v2.WS_PATH}", double.websocket)
     app.router.add_post(f"{BASE}{v2.HTTP_PATH}", double.stream)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    double.url = f"http://127.0.0.1:{runner.addresses[0][1]}{BASE}"
-    try:
+    async with serving_app(app) as url:
+        double.url = url + BASE
         yield double
-    finally:
-        await runner.cleanup()
