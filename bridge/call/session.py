@@ -38,6 +38,7 @@ from bridge.call.core import (
     Silence,
     Tell,
 )
+from bridge.call.lexicon import EMPTY, Lexicon
 from bridge.call.pacing import Pacer
 from bridge.call.sender import PacedSender, Send
 from bridge.call.speaker import Speaker, Synthesize, Utterance
@@ -49,12 +50,14 @@ from bridge.telephony import events as ev
 from bridge.tracing.trace import CallTrace, UtteranceTrace
 
 __all__ = ["MAX_PENDING_UTTERANCES", "START_TIMEOUT_S", "CallBusy", "CallHooks", "CallSession",
-           "OpenTTS"]
+           "LoadLexicon", "OpenTTS"]
 
 Parse = Callable[[str | bytes], ev.InboundEvent]
 CodecFactory = Callable[[ev.StreamStarted], ev.OutboundCodec]
 # The TTS the call speaks through (its owner's), held for the call's lifetime.
 OpenTTS = Callable[[], contextlib.AbstractAsyncContextManager[Synthesize]]
+# The call owner's pronunciation overrides, read when the call's TTS opens.
+LoadLexicon = Callable[[], Awaitable[Lexicon]]
 # Ends the call at the provider (REST), given the call id; None where no credentials are set.
 ProviderHangup = Callable[[str], Awaitable[None]]
 log = structlog.get_logger("bridge.call")
@@ -92,7 +95,7 @@ class CallSession:
                  close: Callable[[], Awaitable[object]], open_tts: OpenTTS, agent: Agent,
                  settings: CallSettings, hooks: CallHooks,
                  provider_hangup: ProviderHangup | None = None, owner: str = "",
-                 expected_call_id: str = "") -> None:
+                 expected_call_id: str = "", load_lexicon: LoadLexicon | None = None) -> None:
         self.provider = provider
         self.owner = owner  # the user the call belongs to (its signed webhook's and path's)
         self._parse = parse
@@ -104,6 +107,7 @@ class CallSession:
         self._settings = settings
         self._hooks = hooks
         self._provider_hangup = provider_hangup
+        self._load_lexicon = load_lexicon
         self._loop = asyncio.get_running_loop()
         self._resources = contextlib.AsyncExitStack()
         self.trace = CallTrace(call_id="", provider=provider, clock=time.monotonic_ns)
@@ -135,7 +139,7 @@ class CallSession:
         except CallBusy:
             self._hooks.refused("utterance_queue")
             raise
-        utt = Utterance(trace)
+        utt = Utterance(trace, refused=self._hooks.refused)
         self._played[trace.index] = asyncio.Event()
         utt.push(text)
         if self._line is None:
@@ -352,11 +356,13 @@ class CallSession:
             log.exception("call_tts_unavailable", call_id=self.call_id)
             self._do(self.core.speech_unavailable(type(exc).__name__))
             return
+        lexicon = await self._lexicon()
         sender = PacedSender(
             self._send, codec, Pacer(self._settings.lead_ms / 1000),
             max_frames=self._settings.max_frames_per_message, clock=self._loop.time,
         )
-        speaker = Speaker(synthesize, sender, on_piece_failed=self._piece_failed)
+        speaker = Speaker(synthesize, sender, on_piece_failed=self._piece_failed,
+                          lexicon=lexicon)
         self._line = _Line(codec, sender, speaker)
         self._do(self.core.speech_opened())
         for utt in self._unspoken:
@@ -365,6 +371,18 @@ class CallSession:
         self._parts.spawn(f"sender-{self.call_id}", sender.run())
         self._parts.spawn(f"speaker-{self.call_id}", speaker.run())
         self._parts.spawn(f"agent-{self.call_id}", self._agent_loop())
+
+    async def _lexicon(self) -> Lexicon:
+        """The owner's overrides; none when they cannot be read: the call speaks on without
+        them rather than fail over a store hiccup (its TTS target was just read)."""
+        if self._load_lexicon is None:
+            return EMPTY
+        try:
+            return await self._load_lexicon()
+        except Exception as exc:
+            log.warning("call_pronunciation_unavailable", call_id=self.call_id,
+                        error=f"{type(exc).__name__}: {exc}")
+            return EMPTY
 
     async def _agent_loop(self) -> None:
         while True:

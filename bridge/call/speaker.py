@@ -16,6 +16,7 @@ import structlog
 from bridge.audio.codec import decode_audio
 from bridge.audio.framer import Framer
 from bridge.audio.pipeline import TelephonyEncoder
+from bridge.call.lexicon import EMPTY, Lexicon, LexiconStream
 from bridge.call.segment import Segmenter
 from bridge.call.sender import PacedSender
 from bridge.errors import BridgeError
@@ -27,7 +28,8 @@ LOOKAHEAD = 2  # pieces in flight at once per call: the one playing and the next
 ULAW_RATE = 8000
 # One utterance's text, however many partial says stream it: some ten minutes of speech.
 MAX_UTTERANCE_CHARS = 10_000
-
+# The same text once its pronunciation overrides are applied.
+MAX_UTTERANCE_SPOKEN_CHARS = 2 * MAX_UTTERANCE_CHARS
 
 
 class Synthesize(Protocol):
@@ -72,12 +74,23 @@ class _Encoder:
 
 
 class Utterance:
-    """An utterance's text as TTS pieces, arriving whole or streamed (SpeechStream)."""
+    """An utterance's text as TTS pieces, arriving whole or streamed (SpeechStream).
 
-    def __init__(self, trace: UtteranceTrace) -> None:
+    Pieces are cut only once the utterance is bound to its call's pronunciation lexicon (the
+    speaker binds it when it is said): overrides apply to the text before it is segmented, so
+    a written form is replaced whole, never split over two pieces. Text said before that (while
+    the call's TTS opens) waits in the utterance."""
+
+    def __init__(self, trace: UtteranceTrace,
+                 refused: Callable[[str], None] | None = None) -> None:
         self.trace = trace
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self._segmenter = Segmenter()
+        self._refused = refused
+        self._words: LexiconStream | None = None  # set by bind()
+        self._waiting: list[str] = []  # text pushed before bind()
+        self._spoken_chars = 0
+        self._cut: set[str] = set()  # truncations already reported: once per utterance
         self._ended = False
 
     def push(self, text: str) -> None:
@@ -85,33 +98,72 @@ class Utterance:
             return
         room = MAX_UTTERANCE_CHARS - len(self.trace.text)
         if len(text) > room:
-            log.warning("utterance_text_truncated", utterance=self.trace.index,
-                        limit=MAX_UTTERANCE_CHARS)
+            self._truncated("utterance_text_truncated", MAX_UTTERANCE_CHARS)
             text = text[:max(room, 0)]
             if not text:
                 return
         self.trace.text += text
-        for piece in self._segmenter.push(text):
-            self.pieces.put_nowait(piece)
+        if self._words is None:
+            self._waiting.append(text)
+        else:
+            self._segment(self._words.push(text))
 
     def end(self) -> None:
         if not self._ended:
             self._ended = True
-            for piece in self._segmenter.flush():
-                self.pieces.put_nowait(piece)
-            self.pieces.put_nowait(None)
+            if self._words is not None:
+                self._finish()
+
+    def bind(self, lexicon: Lexicon) -> None:
+        """Speak through `lexicon` from now on: what waited is rewritten and cut now."""
+        if self._words is not None:
+            return
+        self._words = lexicon.stream()
+        waiting, self._waiting = "".join(self._waiting), []
+        if waiting:
+            self._segment(self._words.push(waiting))
+        if self._ended:
+            self._finish()
+
+    def _segment(self, spoken: str) -> None:
+        # Overrides may lengthen the text (a one-letter word said in 128): the spoken text has
+        # its own bound, so no list makes an utterance speak for hours.
+        room = MAX_UTTERANCE_SPOKEN_CHARS - self._spoken_chars
+        if len(spoken) > room:
+            self._truncated("utterance_spoken_truncated", MAX_UTTERANCE_SPOKEN_CHARS)
+            spoken = spoken[:max(room, 0)]
+        self._spoken_chars += len(spoken)
+        for piece in self._segmenter.push(spoken):
+            self.pieces.put_nowait(piece)
+
+    def _finish(self) -> None:
+        assert self._words is not None
+        self._segment(self._words.flush())
+        for piece in self._segmenter.flush():
+            self.pieces.put_nowait(piece)
+        self.pieces.put_nowait(None)
+
+    def _truncated(self, kind: str, limit: int) -> None:
+        if kind in self._cut:
+            return
+        self._cut.add(kind)
+        if self._refused is not None:
+            self._refused(kind)
+        log.warning(kind, utterance=self.trace.index, limit=limit)
 
 
 class Speaker:
     def __init__(self, synthesize: Synthesize, sender: PacedSender,
-                 on_piece_failed: PieceFailed) -> None:
+                 on_piece_failed: PieceFailed, lexicon: Lexicon = EMPTY) -> None:
         self._synthesize = synthesize
+        self._lexicon = lexicon  # the call owner's pronunciation overrides
         self._sender = sender
         self._on_piece_failed = on_piece_failed
         self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
         self._current: asyncio.Task[None] | None = None
 
     def say(self, utt: Utterance) -> None:
+        utt.bind(self._lexicon)
         self._queue.put_nowait(utt)
 
     @property

@@ -83,6 +83,17 @@ telephony_credentials = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
+pronunciation_overrides = sa.Table(
+    "pronunciation_overrides",
+    metadata,
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # The list's order, from 0: the settings page shows it as the user left it.
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("written", sa.Text, nullable=False),
+    sa.Column("spoken", sa.Text, nullable=False),
+    sa.Column("match_case", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
 
 def _v1_users_and_silma(conn: Connection) -> None:
     """Users and their SILMA endpoint and key: the table the specification's SQL updates."""
@@ -157,6 +168,23 @@ def _v5_public_api(conn: Connection) -> None:
             name, sa.Text, nullable=False, server_default=""))
 
 
+def _v6_pronunciation_overrides(conn: Connection) -> None:
+    """Per-user pronunciation overrides: one row per entry, in the user's order."""
+    md = sa.MetaData()
+    sa.Table("users", md, sa.Column("id", sa.Text, primary_key=True))  # target of the foreign key
+    sa.Table(
+        "pronunciation_overrides",
+        md,
+        sa.Column(
+            "user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("written", sa.Text, nullable=False),
+        sa.Column("spoken", sa.Text, nullable=False),
+        sa.Column("match_case", sa.Boolean, nullable=False, server_default=sa.false()),
+    ).create(conn)
+
+
 def _add_column(conn: Connection, table: str, column: sa.Column[Any]) -> None:
     sa.Table(table, sa.MetaData(), column)  # CreateColumn renders a column of some table
     spec = CreateColumn(column).compile(dialect=conn.dialect)
@@ -169,13 +197,21 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _v3_telephony,
     _v4_user_roles,
     _v5_public_api,
+    _v6_pronunciation_overrides,
 )
 LATEST = len(MIGRATIONS)
 
 
+def immediate(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` whose transactions take SQLite's write lock at BEGIN. For a transaction that
+    reads before it writes: two such deferred ones would each hold a read lock the other's
+    write needs, and one fail at once with "database is locked" instead of waiting its turn."""
+    return engine.execution_options(**{_IMMEDIATE: True})
+
+
 async def migrate(engine: AsyncEngine, target: int = LATEST) -> list[int]:
     """Bring the schema up to version `target`; return the versions applied (none when current)."""
-    async with engine.execution_options(**{_IMMEDIATE: True}).begin() as conn:
+    async with immediate(engine).begin() as conn:
         return await conn.run_sync(_migrate, target)
 
 

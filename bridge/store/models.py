@@ -90,3 +90,16 @@ class TelephonyCredentials:
             "plivo_auth_token": mask_secret(self.plivo_auth_token),
             "updated_at": self.updated_at.isoformat(),
         }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PronunciationOverride:
+    """One entry of a user's pronunciation list: `written` in the agent's text is said as
+    `spoken` (bridge/call/lexicon.py has the bounds, checks and matching rules)."""
+
+    written: str
+    spoken: str
+    match_case: bool = False  # False: "silma" and "SILMA" both match
+
+    def public(self) -> dict[str, object]:
+        return {"written": self.written, "spoken": self.spoken, "match_case": self.match_case}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import string
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,13 +25,23 @@ from bridge.errors import ConfigError
 from bridge.store.crypto import SecretBox, generate_key, hash_token, key_from_file, new_token
 from bridge.store.db import (
     create_engine,
+    immediate,
     migrate,
+    pronunciation_overrides,
     silma_credentials,
     sqlite_file,
     telephony_credentials,
     users,
 )
-from bridge.store.models import OPERATOR, ROLES, USER, SilmaCredentials, TelephonyCredentials, User
+from bridge.store.models import (
+    OPERATOR,
+    ROLES,
+    USER,
+    PronunciationOverride,
+    SilmaCredentials,
+    TelephonyCredentials,
+    User,
+)
 
 log = structlog.get_logger("bridge.store")
 
@@ -234,6 +245,37 @@ class Store:
             if secret is not None:
                 values[name] = self._box.encrypt(secret)
         return self._telephony(await self._upsert(telephony_credentials, user_id, values))
+
+    async def pronunciation(self, user_id: str) -> list[PronunciationOverride]:
+        """The user's pronunciation overrides in their order; [] for none (or no such user)."""
+        table = pronunciation_overrides
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(table.c.written, table.c.spoken, table.c.match_case)
+                .where(table.c.user_id == user_id).order_by(table.c.position))
+            return [PronunciationOverride(row.written, row.spoken, bool(row.match_case))
+                    for row in rows]
+
+    async def replace_pronunciation(self, user_id: str,
+                                    overrides: Sequence[PronunciationOverride]
+                                    ) -> list[PronunciationOverride]:
+        """The user's whole list replaced by `overrides`, in one transaction (a call starting
+        meanwhile reads the old list or the new one, never half of each). Raises LookupError
+        for an unknown user."""
+        table = pronunciation_overrides
+        async with immediate(self._engine).begin() as conn:
+            # Two saves of one user's list take turns, instead of the second failing on the
+            # first's new rows: FOR UPDATE on PostgreSQL, SQLite's write lock from BEGIN.
+            user = sa.select(users.c.id).where(users.c.id == user_id).with_for_update()
+            if await conn.scalar(user) is None:
+                raise LookupError(f"no user {user_id!r}")
+            await conn.execute(table.delete().where(table.c.user_id == user_id))
+            if overrides:
+                await conn.execute(table.insert(), [
+                    {"user_id": user_id, "position": position, "written": entry.written,
+                     "spoken": entry.spoken, "match_case": entry.match_case}
+                    for position, entry in enumerate(overrides)])
+        return list(overrides)
 
     async def silma_users(self) -> list[SilmaCredentials]:
         """Every user's SILMA settings, e.g. to know which TTS pools are still needed."""

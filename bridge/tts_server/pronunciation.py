@@ -7,7 +7,9 @@
                                         shorter ones and "www" spelled, the scheme dropped
     <STAG_OTHER>text</STAG_OTHER>       an unknown hint: its tags dropped, its text kept
 
-English words for the English model, Arabic ones for the Arabic models (MSA and Najdi). Words
+English words for the English model, Arabic ones for the Arabic models (MSA and Najdi); a
+request on our own protocol names no model, so there the text decides (`language_of`: any
+Arabic letter, Arabic; else English). Words
 rather than separated digits ("9 2 0 0"): Piper's phonemizer reads those right, but the silma
 engine reads its text as it is unless its optional normalizer is installed, and no normalizer
 turns Latin letters of an e-mail address into Arabic letter names. A tag left unclosed (or the
@@ -58,6 +60,32 @@ _PHONE_TOKEN = re.compile(r"\d|[^\W\d_]+|.", re.DOTALL)
 _LEFTOVER_TAG = re.compile(r"</?STAG_[A-Z]*>")
 _SPACES = re.compile(r"[ \t]{2,}")
 _SHORT_WORD = 2  # in a link, words this short are spelled ("ai", "co"): they are not words
+
+
+# Arabic letters (not its digits or punctuation, which English text may borrow): the basic
+# block's letters, its supplement and extended-A blocks, and the presentation forms.
+_ARABIC_LETTER = re.compile(
+    "[\u0620-\u064a\u066e-\u066f\u0671-\u06d3\u06d5\u06ee-\u06ef\u06fa-\u06fc\u06ff"
+    "\u0750-\u077f\u08a0-\u08c9\ufb50-\ufdfb\ufe70-\ufefc]")
+
+
+def language_of(text: str) -> Language:
+    """The language a text's hints are read in where no model says it: Arabic once it holds
+    an Arabic letter (a Latin phone number in an Arabic sentence is read in Arabic), else
+    English."""
+    return "ar" if _ARABIC_LETTER.search(text) else "en"
+
+
+def read_hints(text: str, language: Language | None = None) -> str:
+    """`text` as an engine should get it: its hints in words, in `language` (None: the text's
+    own, `language_of`); a text without any hint is left exactly as it is. Raises ValueError
+    when nothing is left to say."""
+    if "STAG_" not in text:  # no hint, nor a stray tag: nothing to read, nothing to change
+        return text
+    spoken = expand_hints(text, language or language_of(text))
+    if not spoken:
+        raise ValueError("text says nothing once its hints are read")
+    return spoken
 
 
 def expand_hints(text: str, language: Language) -> str:

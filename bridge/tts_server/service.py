@@ -39,6 +39,7 @@ from bridge.silma.protocol import (
     parse_client_message,
 )
 from bridge.tts_server.engines.base import Engine, Utterance
+from bridge.tts_server.pronunciation import read_hints
 from bridge.tts_server.scheduler import Busy, DeadlineExceeded, Scheduler
 from bridge.tts_server.voices import (
     MAX_VOICE_S,
@@ -125,13 +126,23 @@ class TTSService:
         }
 
     def parse(self, raw: bytes) -> ClientMessage:
-        """One client message; RequestError (with the id where readable) if it cannot be served."""
+        """One client message; RequestError (with the id where readable) if it cannot be served.
+        A synthesize request comes back with its pronunciation hints read (<STAG_PN> and the
+        others, in words), as the v2 API reads them: on our protocol too, over WebSocket and
+        HTTP alike, no engine ever reads a tag aloud. Our protocol names no model, so the
+        text's own letters choose the language (pronunciation.language_of)."""
         limit = self.settings.max_message_bytes
         if len(raw) > limit:
             raise RequestError(
                 f"message is {len(raw)} bytes, over the limit of {limit} bytes", _peek_id(raw)
             )
-        return parse_client_message(raw, max_text_chars=self.settings.max_text_chars)
+        message = parse_client_message(raw, max_text_chars=self.settings.max_text_chars)
+        if isinstance(message, SynthesizeRequest):
+            try:
+                message = dataclasses.replace(message, text=read_hints(message.text))
+            except ValueError as exc:
+                raise RequestError(str(exc), message.id) from None
+        return message
 
     def register_voice(self, message: RegisterVoice) -> VoiceRegistered:
         """Decode and keep a reference clip; requests then name it by the returned id."""

@@ -44,7 +44,7 @@ from bridge.silma import v2_protocol as v2
 from bridge.silma.protocol import SPEED_RANGE, AudioChunk, SynthesizeRequest
 from bridge.tts_server.auth import is_authorized_v2
 from bridge.tts_server.http_api import retry_after
-from bridge.tts_server.pronunciation import expand_hints
+from bridge.tts_server.pronunciation import read_hints
 from bridge.tts_server.service import ChunkSink, TTSService, error_reply
 from bridge.tts_server.v2_catalog import V2Catalog
 from bridge.tts_server.voices import StoredVoice, UnknownVoice
@@ -98,9 +98,10 @@ class V2Api:
         language = self._catalog.language(voice.model_id)
         spoken = (self._registered(voice.custom_audio_id) if voice.custom_audio_id
                   else self._catalog.voice(voice.voice_id))
-        text = expand_hints(parsed.text, language)
-        if not text:
-            raise v2.V2RequestError("text says nothing once its hints are read")
+        try:
+            text = read_hints(parsed.text, language)
+        except ValueError as exc:
+            raise v2.V2RequestError(str(exc)) from None
         request = SynthesizeRequest(
             text=text,
             speed=1.0 if voice.speed is None else voice.speed,

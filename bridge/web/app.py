@@ -134,6 +134,8 @@ ROUTES: tuple[tuple[str, str, Handler, Principal], ...] = (
     ("GET", f"{_USER_API}/pool", settings_routes.get_pool, OWNER),
     ("POST", f"{_USER_API}/health-check", settings_routes.health_check, OWNER),
     ("PUT", f"{_USER_API}/voice", settings_routes.put_voice, OWNER),
+    ("GET", f"{_USER_API}/pronunciation", settings_routes.get_pronunciation, OWNER),
+    ("PUT", f"{_USER_API}/pronunciation", settings_routes.put_pronunciation, OWNER),
     ("POST", f"{_USER_API}/preview", settings_routes.preview, OWNER),
     *OPS_ROUTES,
 )

@@ -1,6 +1,7 @@
 """The bridge's long-lived services, all built before the app takes a request and closed after
 its listeners: the store, the HTTP sessions, the TTS pools, region probing, the users' TTS
-targets (and the local TTS server behind them), and the background jobs that keep them fresh."""
+targets (and the local TTS server behind them) and pronunciation lexicons, and the background
+jobs that keep them fresh."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import aiohttp
 import structlog
 from redis.exceptions import RedisError
 
+from bridge.call.lexicons import Lexicons
 from bridge.errors import BridgeError, ConfigError
 from bridge.fleet.core import Instance
 from bridge.fleet.membership import FleetTiming, Membership
@@ -42,6 +44,7 @@ class Services:
     pools: PoolRegistry
     regions: RegionSelector  # with no endpoints when the bridge has none (or its own endpoint)
     targets: TTSTargets
+    lexicons: Lexicons  # each user's pronunciation overrides, compiled
     fleet: Membership | None = None  # None: no BRIDGE_REDIS_URL, a fleet of one
 
     async def retire_unused_pools(self) -> None:
@@ -106,7 +109,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                                  first_audio_timeout_s=silma.first_audio_timeout_s))
         stack.push_async_callback(pools.close)  # before the sessions and the local server
         fleet = await _join_fleet(settings, stack)
-        services = Services(settings, store, http, pools, regions, targets, fleet)
+        services = Services(settings, store, http, pools, regions, targets, Lexicons(store),
+                            fleet)
         if fleet is not None:
             fleet.on_settings_changed = lambda _user: services.retire_unused_pools()
         if regions.endpoints:

@@ -1,6 +1,6 @@
 """The "SILMA TTS" settings page and its JSON API: a user's server mode (local, our API server, or
-SILMA's public API v2), endpoint, API key, region, voice and speed; their pool's live statistics,
-a health check, and a spoken preview.
+SILMA's public API v2), endpoint, API key, region, voice and speed; their pronunciation
+overrides; their pool's live statistics, a health check, and a spoken preview.
 
 An /api/users/{user_id}/... route is declared for the OWNER principal (bridge/web/access.py):
 it serves only the authenticated user's own id (403 otherwise).
@@ -18,6 +18,7 @@ import numpy as np
 from aiohttp import web
 
 from bridge.audio.codec import decode_audio, wav_bytes
+from bridge.call import lexicon
 from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
 from bridge.silma import v2_protocol as v2
 from bridge.silma.endpoint import OURS, V2
@@ -26,7 +27,7 @@ from bridge.silma.pool import KEY_REFUSED
 from bridge.silma.pools import TTSTarget
 from bridge.silma.protocol import SPEED_RANGE
 from bridge.silma.regions import AUTO, REGIONS
-from bridge.store import SilmaCredentials
+from bridge.store import PronunciationOverride, SilmaCredentials
 from bridge.web.access import current_user
 from bridge.web.auth import csrf_token, json_error
 from bridge.web.context import BridgeContext, context
@@ -283,6 +284,39 @@ async def health_check(request: web.Request) -> web.StreamResponse:
     return errors_response({field: message}, 502, health=health)
 
 
+def _pronunciation_view(entries: list[PronunciationOverride]) -> dict[str, Any]:
+    return {"overrides": [entry.public() for entry in entries],
+            "limits": {"max_overrides": lexicon.MAX_OVERRIDES,
+                       "max_written_chars": lexicon.MAX_WRITTEN_CHARS,
+                       "max_spoken_chars": lexicon.MAX_SPOKEN_CHARS}}
+
+
+@field_errors
+async def get_pronunciation(request: web.Request) -> web.StreamResponse:
+    entries = await context(request).services.store.pronunciation(_owner(request))
+    return web.json_response(_pronunciation_view(entries))
+
+
+@field_errors
+async def put_pronunciation(request: web.Request) -> web.StreamResponse:
+    """The whole list, replaced: {"overrides": [{"written", "spoken", "match_case"?}, ...]}.
+    Calls that start from now on say it (a call under way keeps the list it started with)."""
+    user_id = _owner(request)
+    body = await _json_object(request)
+    errors = {field: "unknown field" for field in body.keys() - {"overrides"}}
+    if "overrides" not in body:
+        errors["overrides"] = "missing: send the whole list (an empty one clears it)"
+    entries, problems = lexicon.check_overrides(body.get("overrides", []))
+    errors.update(problems)
+    if errors:
+        return errors_response(errors)
+    try:
+        stored = await context(request).services.store.replace_pronunciation(user_id, entries)
+    except LookupError:
+        raise json_error(web.HTTPNotFound, "no such user") from None
+    return web.json_response(_pronunciation_view(stored))
+
+
 @field_errors
 async def put_voice(request: web.Request) -> web.StreamResponse:
     user_id = _owner(request)
@@ -314,11 +348,13 @@ async def preview(request: web.Request) -> web.StreamResponse:
         raise FieldError("text", "type a line to preview")
     if len(text) > MAX_PREVIEW_CHARS:
         raise FieldError("text", f"keep the preview under {MAX_PREVIEW_CHARS} characters")
+    # Said as a call would say it: with the user's own pronunciation overrides.
+    spoken = (await ctx.services.lexicons.for_user(user_id)).rewrite(text.strip())
     chunks: list[np.ndarray] = []
     rate = 0
     try:
         async with ctx.services.pools.client(await _target(ctx, user_id)) as client:
-            async for piece in client.synthesize(text.strip()):
+            async for piece in client.synthesize(spoken):
                 samples, rate = decode_audio(piece.data, piece.format, piece.sample_rate)
                 chunks.append(samples)
     except TTSUnavailable as exc:
@@ -391,10 +427,29 @@ def _voice_summary(row: SilmaCredentials) -> str:
             f"transcript: \u201c{row.reference_text}\u201d")
 
 
+def _override_row(entry: PronunciationOverride) -> Markup:
+    """One row of the pronunciation table; settings.js numbers the rows (input labels, error
+    slots) and clones the empty one in the page's <template> for "Add"."""
+    checked = " checked" if entry.match_case else ""
+    cells = "".join(
+        f'<td data-label="{label}"><input type="text" data-field="{field}" dir="auto" '
+        f'value="{escape(value)}" autocomplete="off" spellcheck="false">'
+        f'<p class="field-error" data-error="{field}" role="alert"></p></td>'
+        for field, label, value in (("written", "Written", entry.written),
+                                    ("spoken", "Spoken", entry.spoken)))
+    return Markup(
+        f'<tr>{cells}<td class="case" data-label="Match case"><label><input type="checkbox" '
+        f'data-field="match_case"{checked}><span>Match case</span></label>'
+        '<p class="field-error" data-error="match_case" role="alert"></p></td>'
+        '<td class="remove"><button type="button" class="remove-row">Remove</button>'
+        '<p class="field-error" data-error="row" role="alert"></p></td></tr>')
+
+
 async def settings_page(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     ctx = context(request)
     row = await _row(ctx, user.id)
+    overrides = await ctx.services.store.pronunciation(user.id)
     try:
         effective = await _effective_endpoint(ctx, row)
     except FieldError as exc:  # shown on the page rather than failing it
@@ -420,4 +475,8 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         region_options=_region_options(row.region), region_view=_region_view(ctx),
         voice_summary=_voice_summary(row), preview_text=PREVIEW_TEXT,
         max_clip_mb=MAX_CLIP_BYTES // (1024 * 1024), max_preview=MAX_PREVIEW_CHARS,
+        override_rows=Markup("".join(_override_row(entry) for entry in overrides)),
+        override_template=_override_row(PronunciationOverride("", "")),
+        max_overrides=lexicon.MAX_OVERRIDES, max_written=lexicon.MAX_WRITTEN_CHARS,
+        max_spoken=lexicon.MAX_SPOKEN_CHARS,
     )

@@ -8,6 +8,7 @@ itself says (customParameters, extra headers) chooses the user.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
@@ -80,6 +81,8 @@ async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: 
         agent=agent_for_call(ctx.settings.agent, ctx.http), settings=ctx.settings.call,
         hooks=ctx.registry,
         provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
+        # The owner's own overrides, like their TTS target: never a stream field's user's.
+        load_lexicon=functools.partial(ctx.services.lexicons.for_user, claims.user_id),
     )
     socket.on_message, socket.on_inactive = session.receive, session.inactive
     try:

@@ -36,15 +36,6 @@ TOKEN = re.compile(r"\b[0-9a-f]{64}\b")
 
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request, tmp_path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'bridge.db'}"
-    else:
-        async with pg_schema() as url:
-            yield url
-
-
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     async with pg_schema() as url:

@@ -268,6 +268,89 @@ async function preview(event) {
   }
 }
 
+// -- Pronunciation --------------------------------------------------------------------------
+// The table is the list as it will be saved: rows in order, each written -> spoken. Saving
+// sends the whole list; the server answers the list as stored (normalized) or an error per
+// field, named "overrides.<row>.<field>" with rows from 0. Its button is "Update
+// pronunciations", not a second "Save": two alike would be ambiguous to voice control.
+const overridesForm = $("pronunciation-form");
+const overrideRows = () => [...$("overrides").tBodies[0].rows];
+
+// Numbers every row: its inputs' labels and its error slots' ids follow its place.
+function renumberOverrides() {
+  overrideRows().forEach((row, index) => {
+    const n = index + 1;
+    for (const input of row.querySelectorAll("[data-field]")) {
+      const what = { written: "Written form", spoken: "Spoken form", match_case: "Match case" };
+      input.setAttribute("aria-label", `${what[input.dataset.field]}, row ${n}`);
+    }
+    for (const slot of row.querySelectorAll("[data-error]")) {
+      const field = slot.dataset.error;
+      slot.id = field === "row" ? `error-overrides.${index}` : `error-overrides.${index}.${field}`;
+    }
+  });
+  $("overrides-empty").hidden = overrideRows().length > 0;
+  $("add-override").disabled = overrideRows().length >= Number($("overrides").dataset.max);
+}
+
+function addOverride(entry) {
+  const row = $("override-row").content.firstElementChild.cloneNode(true);
+  const field = (name) => row.querySelector(`[data-field="${name}"]`);
+  field("written").value = entry.written;
+  field("spoken").value = entry.spoken;
+  field("match_case").checked = entry.match_case;
+  $("overrides").tBodies[0].append(row);
+  return row;
+}
+
+function showOverrides(list) {
+  $("overrides").tBodies[0].replaceChildren();
+  for (const entry of list) addOverride(entry);
+  renumberOverrides();
+}
+
+function overridesValue() {
+  return overrideRows().map((row) => {
+    const field = (name) => row.querySelector(`[data-field="${name}"]`);
+    return { written: field("written").value, spoken: field("spoken").value,
+             match_case: field("match_case").checked };
+  });
+}
+
+function clearOverrideErrors() {
+  for (const slot of overridesForm.querySelectorAll(".field-error")) slot.textContent = "";
+}
+
+async function saveOverrides(event) {
+  event.preventDefault();
+  renumberOverrides();
+  clearOverrideErrors();
+  status("pronunciation-status", "Saving…");
+  const result = await call("PUT", "pronunciation", { overrides: overridesValue() });
+  if (result.ok) {
+    showOverrides(result.body.overrides);
+    status("pronunciation-status", "Saved. The next call says them.", "ok");
+  } else {
+    showErrors([], failureOf(result), "overrides");
+    status("pronunciation-status", "Not saved.", "bad");
+  }
+}
+
+$("add-override").addEventListener("click", () => {
+  const row = addOverride({ written: "", spoken: "", match_case: false });
+  renumberOverrides();
+  row.querySelector("input").focus();
+});
+$("overrides").addEventListener("click", (event) => {
+  const button = event.target.closest("button.remove-row");
+  if (!button) return;
+  button.closest("tr").remove();
+  renumberOverrides();
+  status("pronunciation-status", "Removed: save to keep it so.");
+});
+overridesForm.addEventListener("submit", saveOverrides);
+renumberOverrides();
+
 // -- Wiring ----------------------------------------------------------------------------------
 for (const button of document.querySelectorAll("button.mode")) {
   button.addEventListener("click", () => selectMode(button.dataset.mode));
