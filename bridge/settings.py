@@ -163,6 +163,15 @@ class TTSServerSettings:
     silma_max_batch: int = 8
     silma_default_voice: str = ""
     silma_default_voice_text: str = ""
+    # What the model is given: silma-tts 1.0.5's rules (engines/silma/frontend.py), but for
+    # these deliberate choices. "latency": a short first chunk (upstream: 120 characters).
+    silma_chunking: str = "latency"
+    # "upstream": each chunk's pause after it (the last too); "between": before the next one.
+    silma_pauses: str = "upstream"
+    # Arabic diacritization: text2tashkeel (its wheel holds its model), catt (upstream's model,
+    # from silma_catt_model_dir: encoder.onnx + decoder.onnx) or off.
+    silma_diacritizer: str = "text2tashkeel"
+    silma_catt_model_dir: str = ""
     # SILMA's public API v2 at {base}/tts/v2: the model ids it answers, each with the engine
     # that speaks it ("" = the running one); empty = every v2 model, by the running engine.
     v2_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -311,6 +320,14 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_SILMA_API must be silma or v2")
     if s.silma.api == "v2" and s.silma.v2_custom_audio_id and not s.silma.v2_user_id:
         raise ConfigError("BRIDGE_SILMA_V2_CUSTOM_AUDIO_ID needs BRIDGE_SILMA_V2_USER_ID")
+    if s.tts_server.silma_chunking not in {"latency", "upstream"}:
+        raise ConfigError("BRIDGE_TTS_SERVER_SILMA_CHUNKING must be latency or upstream")
+    if s.tts_server.silma_pauses not in {"upstream", "between"}:
+        raise ConfigError("BRIDGE_TTS_SERVER_SILMA_PAUSES must be upstream or between")
+    if s.tts_server.silma_diacritizer not in {"text2tashkeel", "catt", "off"}:
+        raise ConfigError("BRIDGE_TTS_SERVER_SILMA_DIACRITIZER must be text2tashkeel, catt or off")
+    if s.tts_server.silma_diacritizer == "catt" and not s.tts_server.silma_catt_model_dir:
+        raise ConfigError("silma_diacritizer = catt needs silma_catt_model_dir (its ONNX files)")
     if s.tts_server.engine not in {"piper", "silma", "sim"}:
         raise ConfigError("BRIDGE_TTS_SERVER_ENGINE must be piper, silma or sim")
     if not 20 <= s.call.lead_ms <= 1000:

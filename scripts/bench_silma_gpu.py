@@ -3,10 +3,12 @@
 Writes a SILMA model of the released size with random weights (the compute of a forward pass
 does not depend on the weights' values), loads it through the engine's real loading code, and
 sends N replies at once, N = 1, 4, 16, first one chunk per pass of the model (max batch 1),
-then with concurrent chunks batched (max batch 8), side by side. Every reply uses the same seed,
-as the bridge's requests do (BRIDGE_SILMA_SEED), so their chunks can share passes. Also measures
-what the voice-registration extension saves per request (bytes on the wire, server time to take
-the clip in).
+then with concurrent chunks batched (max batch 8), side by side. Each reply has a seed of its own:
+chunks with different seeds, texts and lengths share a pass, each computed as it is alone (the
+model's `exact_batching`). Then, at the model itself, one pass of N chunks against the same N
+chunks one pass each (each max batch N > 1): what a batched pass costs or saves apart from the
+engine's scheduling. Also measures what the voice-registration extension saves per request
+(bytes on the wire, server time to take the clip in).
 
     python scripts/bench_silma_gpu.py                      # CUDA, full size (a GPU host)
     python scripts/bench_silma_gpu.py --device cpu --tiny  # any machine, seconds
@@ -36,7 +38,7 @@ from bridge.settings import TTSServerSettings
 from bridge.silma.protocol import RegisterVoice, SynthesizeRequest
 from bridge.tts_server.engines.base import Utterance
 from bridge.tts_server.engines.silma import SilmaConfig, SilmaEngine
-from bridge.tts_server.engines.silma.model import SamplingConfig
+from bridge.tts_server.engines.silma.model import SamplingConfig, SilmaModel, SpeechItem, load_model
 from bridge.tts_server.service import TTSService
 from tests.random_model import write_random_model
 
@@ -48,7 +50,7 @@ REFERENCE_TEXT = (
     "Hello, this is the voice that the agent should use when it speaks to callers on the phone."
 )
 REFERENCE_S = 7.0  # a typical reference clip: ~90 characters at a calm pace
-SEED = 42  # the bridge's default (BRIDGE_SILMA_SEED): every request of a bridge shares it
+SEED = 42  # the bridge's default (BRIDGE_SILMA_SEED); reply n gets SEED + n
 
 
 def reference_clip(rate: int = 24000) -> np.ndarray:
@@ -59,11 +61,13 @@ def reference_clip(rate: int = 24000) -> np.ndarray:
     return (rng.standard_normal(n) * 0.1 * envelope).astype(np.float32)
 
 
-async def one_reply(engine: SilmaEngine, clip: np.ndarray) -> tuple[float, float, float]:
+async def one_reply(
+    engine: SilmaEngine, clip: np.ndarray, seed: int = SEED
+) -> tuple[float, float, float]:
     """(time to first chunk, total time, audio seconds) of one streamed reply."""
     started = time.perf_counter()
     first, audio = None, 0
-    spoken = Utterance(REPLY, clip, 24000, REFERENCE_TEXT, seed=SEED)
+    spoken = Utterance(REPLY, clip, 24000, REFERENCE_TEXT, seed=seed)
     async with contextlib.aclosing(engine.synthesize(spoken)) as chunks:
         async for chunk in chunks:
             first = first or time.perf_counter() - started
@@ -76,7 +80,9 @@ async def level(engine: SilmaEngine, clip: np.ndarray, concurrency: int) -> str:
     compute, audio = engine.stats.total_compute_s, engine.stats.total_audio_s
     chunks, passes = engine.stats.total_chunks, engine.executor.passes
     started = time.perf_counter()
-    results = await asyncio.gather(*(one_reply(engine, clip) for _ in range(concurrency)))
+    results = await asyncio.gather(
+        *(one_reply(engine, clip, SEED + n) for n in range(concurrency))
+    )
     wall = time.perf_counter() - started
     per_pass = (engine.stats.total_chunks - chunks) / max(1, engine.executor.passes - passes)
     firsts = sorted(r[0] for r in results)
@@ -87,6 +93,34 @@ async def level(engine: SilmaEngine, clip: np.ndarray, concurrency: int) -> str:
     return (
         f"{engine.executor.max_batch:>9} {concurrency:>11} {p50 * 1000:>14.0f} "
         f"{p95 * 1000:>14.0f} {rtf:>9.3f} {spoken / wall:>15.2f} {per_pass:>14.1f}"
+    )
+
+
+def model_passes(model: SilmaModel, clip: np.ndarray, size: int) -> str:
+    """One pass of `size` chunks vs a pass each, at the model (the engine's front end aside)."""
+    reference = model.mel_frames(clip)
+    frames = int(reference.shape[1])
+    per_char = frames / len(REFERENCE_TEXT)  # the reference's own speaking rate
+    sentences = [f"{part.strip()}." for part in REPLY.split(".") if part.strip()]
+    texts = [sentences[n % len(sentences)] for n in range(size)]
+    items = [
+        # REFERENCE_TEXT ends a sentence already: a space starts the next.
+        SpeechItem(reference, f"{REFERENCE_TEXT} {text}", frames + round(per_char * len(text)),
+                   frames, SEED + n)
+        for n, text in enumerate(texts)
+    ]
+    timings = {}
+    for name, run in (
+        ("alone", lambda: [model.generate([item]) for item in items]),
+        ("batched", lambda: model.generate(items)),
+    ):
+        run()  # unmeasured: the first pass of a shape picks its kernels
+        started = time.perf_counter()
+        run()
+        timings[name] = time.perf_counter() - started
+    return (
+        f"model, {size} chunks: one pass {timings['batched'] * 1000:.0f} ms, a pass each "
+        f"{timings['alone'] * 1000:.0f} ms ({timings['alone'] / timings['batched']:.2f}x)"
     )
 
 
@@ -160,12 +194,17 @@ async def main() -> None:
             for max_batch in (int(n) for n in args.max_batch.split(",")):
                 engine.executor.max_batch = max_batch
                 # Unmeasured: the first passes at a new batch size pick their kernels.
-                await asyncio.gather(*(one_reply(engine, clip) for _ in range(max_batch)))
+                await asyncio.gather(
+                    *(one_reply(engine, clip, SEED + n) for n in range(max_batch))
+                )
                 for concurrency in (int(n) for n in args.concurrency.split(",")):
                     print(await level(engine, clip, concurrency), flush=True)
             print(registration_savings(engine, clip))
         finally:
             await engine.close()
+        model = load_model(files, device=args.device, dtype=args.dtype, sampling=config.sampling)
+        for size in sorted({int(n) for n in args.max_batch.split(",")} - {1}):
+            print(model_passes(model, clip, size), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ released size times like the real one, and a tiny one exercises every code path 
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,25 @@ TINY_ARCH: dict[str, Any] = {
 TINY_VOCODER = {"dim": 32, "intermediate_dim": 64, "num_layers": 1}
 # The released vocoder (vocos-mel-24khz) and its 24 kHz, 100-band mel front end.
 FULL_VOCODER = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
-VOCAB = [
-    " ", *string.ascii_letters, *string.digits, *".,;:!?'-\"()", *"،؛؟ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
-]
+ARABIC = "،؛؟ابتثجحخدذرزسشصضطظعغفقكلمنهوي" "ءآأؤإئ" "ةىـٱ"
+HARAKAT = "".join(map(chr, range(0x064B, 0x0653))) + "\u0670"  # tanwin .. sukun, dagger alif
+VOCAB = [" ", *string.ascii_letters, *string.digits, *".,;:!?'-\"()", *ARABIC, *HARAKAT]
 
 
-def write_random_model(folder: Path, *, tiny: bool = True, seed: int = 0) -> ModelFiles:
-    """Write checkpoint, vocab, vocoder and architecture files under `folder`; return the paths."""
+def write_random_model(
+    folder: Path,
+    *,
+    tiny: bool = True,
+    seed: int = 0,
+    scale: float = 0.05,
+    arch_overrides: Mapping[str, Any] | None = None,
+) -> ModelFiles:
+    """Write checkpoint, vocab, vocoder and architecture files under `folder`; return the paths.
+
+    Weights are N(0, scale**2). At the default, small weights keep the model's output smooth
+    (a batching leak shows as a small difference); larger ones make it sensitive to its whole
+    input. `arch_overrides` changes the DiT's arguments (tiny or released).
+    """
     upstream = load_upstream()
     torch = upstream.torch
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,6 +50,7 @@ def write_random_model(folder: Path, *, tiny: bool = True, seed: int = 0) -> Mod
     package = yaml.safe_load(upstream.package_config)["model"]
     arch = dict(TINY_ARCH) if tiny else dict(package["arch"])
     arch.pop("checkpoint_activations", None)
+    arch.update(arch_overrides or {})
     architecture = folder / "architecture.yaml"
     model_spec = {
         "backbone": "DiT",
@@ -54,7 +68,7 @@ def write_random_model(folder: Path, *, tiny: bool = True, seed: int = 0) -> Mod
     generator = torch.Generator().manual_seed(seed)
     transformer = upstream.DiT(**arch, text_num_embeds=len(VOCAB), mel_dim=mel.n_mels)
     cfm = upstream.CFM(transformer=transformer, vocab_char_map={s: i for i, s in enumerate(VOCAB)})
-    _randomize(torch, cfm, generator)
+    _randomize(torch, cfm, generator, scale)
     checkpoint = folder / "model.pt"
     torch.save({"model_state_dict": cfm.state_dict()}, checkpoint)
 
@@ -88,14 +102,14 @@ def write_random_model(folder: Path, *, tiny: bool = True, seed: int = 0) -> Mod
     )
     state = {}
     for prefix, part in (("backbone.", backbone), ("head.", head)):
-        _randomize(torch, part, generator)
+        _randomize(torch, part, generator, scale)
         state.update({prefix + k: v for k, v in part.state_dict().items()})
     torch.save(state, vocoder / "pytorch_model.bin")
     return ModelFiles(checkpoint, vocab, vocoder, architecture)
 
 
-def _randomize(torch: Any, module: Any, generator: Any) -> None:
+def _randomize(torch: Any, module: Any, generator: Any, scale: float) -> None:
     # Upstream zero-initializes its output layers: random values instead, so audio is not silent.
     with torch.no_grad():
         for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)

@@ -89,7 +89,7 @@ def test_without_nemo_or_a_cache_dir_text_passes_through() -> None:
     normalizer = TextNormalizer(None)
     normalizer.load()
     assert not normalizer.active
-    assert normalizer("It is $5.") == "It is $5."
+    assert normalizer("It is $5.", "en") == "It is $5."
 
 
 def test_language_follows_the_script() -> None:

@@ -1,61 +1,60 @@
-"""Chunking for the silma engine: a short first clause, then sentence-sized chunks."""
+"""Chunking for the silma engine: upstream's chunker, and the short first chunk before it."""
 
 from __future__ import annotations
 
-import pytest
-
 from bridge.tts_server.engines.silma.text import (
     FIRST_MAX_CHARS,
-    MAX_CHARS,
-    pause_after,
+    UPSTREAM_MAX_CHARS,
+    latency_chunks,
     split_for_speech,
+    upstream_chunks,
 )
 
 LONG_STORY = " ".join(f"This is sentence number {n} of a long story." for n in range(1, 13))
 
 
-def test_first_chunk_is_the_first_clause_then_sentences() -> None:
-    chunks = split_for_speech(
-        "Hi, thanks for calling. Your appointment is confirmed for Tuesday. Anything else?"
-    )
-    assert chunks == [
+def test_upstream_chunks_merge_pieces_up_to_120_characters() -> None:
+    chunks = upstream_chunks(LONG_STORY)
+    assert all(len(c) <= UPSTREAM_MAX_CHARS for c in chunks)
+    assert " ".join(chunks) == LONG_STORY
+    assert len(chunks) == 6  # 43-44 character sentences: two fit in 120, three do not
+
+
+def test_a_long_first_chunk_becomes_its_first_clause_then_upstreams_chunks() -> None:
+    text = "Hi, thanks for calling. Your appointment is confirmed for Tuesday. Anything else?"
+    assert latency_chunks(text) == [
         "Hi, thanks for calling.",  # "Hi," alone is too short: merged with the next clause
         "Your appointment is confirmed for Tuesday. Anything else?",
     ]
+    assert split_for_speech(text, "upstream") == [text]
 
 
-def test_long_replies_come_in_whole_sentences_up_to_the_size_limit() -> None:
-    chunks = split_for_speech(LONG_STORY)
-    assert chunks[0] == "This is sentence number 1 of a long story."
-    assert all(len(c) <= MAX_CHARS for c in chunks)
-    assert all(c.endswith("story.") for c in chunks)  # never cut inside a sentence
-    assert " ".join(chunks) == LONG_STORY
+def test_a_short_first_chunk_is_left_as_upstream_has_it() -> None:
+    text = "Hi, thanks for calling. How can I help you today?"
+    assert latency_chunks(text) == upstream_chunks(text) == [text]
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "word " * 80,  # no punctuation at all
-        "A" * 300,  # one very long "word"
-        "First clause, " + "and then a very long second clause without any pause " * 5 + ".",
-        "مرحبا، كيف حالك اليوم؟ أنا بخير والحمد لله. شكرا لاتصالك بنا.",
-    ],
-)
-def test_every_chunk_fits_and_nothing_is_lost(text: str) -> None:
-    chunks = split_for_speech(text)
-    assert len(chunks[0]) <= FIRST_MAX_CHARS
-    assert all(0 < len(c) <= MAX_CHARS for c in chunks)
-    assert "".join(chunks).replace(" ", "") == text.replace(" ", "")
+def test_after_the_first_chunk_the_cuts_are_upstreams() -> None:
+    first, *rest = latency_chunks(LONG_STORY)
+    assert first == "This is sentence number 1 of a long story."  # not 2 sentences, 87 chars
+    assert rest == upstream_chunks(LONG_STORY.removeprefix(first).strip())
 
 
-def test_numbers_with_a_point_do_not_end_a_clause() -> None:
-    assert split_for_speech("It costs 3.5 dollars today.") == ["It costs 3.5 dollars today."]
+def test_a_long_first_clause_is_cut_at_a_word() -> None:
+    text = "Welcome to the customer service line of the national bank of examples and more"
+    first, rest = latency_chunks(text)
+    assert len(first) <= FIRST_MAX_CHARS and text.startswith(first)
+    assert f"{first} {rest}" == text
 
 
-def test_empty_text_has_no_chunks() -> None:
-    assert split_for_speech("  \n ") == []
+def test_an_over_long_piece_is_cut_at_words_as_upstream_does() -> None:
+    words = "word " * 60
+    chunks = upstream_chunks(words.strip())
+    assert all(len(c) <= UPSTREAM_MAX_CHARS for c in chunks)
+    assert " ".join(chunks) == words.strip()
 
 
-def test_pauses_follow_the_punctuation() -> None:
-    assert pause_after("The end.") > pause_after("a clause,") > pause_after("cut mid clause")
-    assert pause_after("كيف حالك؟") == pause_after("The end.")
+def test_decimals_do_not_split_and_blank_text_has_no_chunks() -> None:
+    assert upstream_chunks("It costs 3.5 dollars today.") == ["It costs 3.5 dollars today."]
+    assert latency_chunks("  \n ") == []
+    assert upstream_chunks("") == []

@@ -1,7 +1,8 @@
 """The real SILMA model (an optional extra): `build_silma_engine` makes it from the settings.
 
 Modules: upstream (imports the model classes and no more), model (local files -> one device),
-text (chunking), voices (reference clips), normalizer (cached grammars), executor (the one
+frontend (what the model is given, by upstream's rules), text (chunking), diacritizer,
+prenormalize, voices (reference clips), normalizer (cached grammars), executor (the one
 inference thread, batching chunks), engine (the Engine interface). Random-weight model files for
 tests and benchmarks are written by tests/random_model.py, which is not shipped. Importing this
 package imports no torch: `start()` does.
@@ -54,5 +55,9 @@ def build_silma_engine(settings: TTSServerSettings) -> SilmaEngine:
             max_batch=settings.silma_max_batch,
             default_voice=path(settings.silma_default_voice),
             default_voice_text=settings.silma_default_voice_text,
+            chunking="upstream" if settings.silma_chunking == "upstream" else "latency",
+            pauses="between" if settings.silma_pauses == "between" else "upstream",
+            diacritizer=settings.silma_diacritizer,
+            catt_model_dir=path(settings.silma_catt_model_dir),
         )
     )

@@ -1,16 +1,20 @@
 """The `silma` engine: the real SILMA model behind the server's Engine interface.
 
-A request's text is split into chunks (a short first clause, then sentences); all chunks go to
-the one inference executor, which interleaves the chunks of every request in flight by deadline
-and streams each as it is ready. Reference clips are prepared once and cached by content hash.
-Silence is trimmed off each chunk; the pause a listener expects between chunks is put in front
-of the next chunk, so nothing trails the last one.
+A reply is prepared as silma-tts 1.0.5 prepares it (frontend.py: normalization, the speed
+factor, diacritization, chunks, durations, pauses) on a text thread of its own, then all its
+chunks go to the one inference executor, which interleaves the chunks of every request in
+flight by deadline and streams each as it is ready. Reference clips are prepared once (as
+upstream does) and cached by content hash. Each chunk is trimmed as upstream trims it and
+carries the pause upstream puts after it, so the chunks of a reply, joined, are upstream's
+whole reply; `silma_pauses = "between"` moves each pause in front of the next chunk instead,
+so nothing trails the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import secrets
@@ -26,7 +30,17 @@ from bridge.audio.codec import decode_audio
 from bridge.errors import AudioFormatError, ConfigError, TTSError
 from bridge.silma.protocol import RequestError
 from bridge.tts_server.engines.base import Utterance
+from bridge.tts_server.engines.silma.diacritizer import Diacritizer, load_diacritizer
 from bridge.tts_server.engines.silma.executor import ChunkTiming, InferenceExecutor
+from bridge.tts_server.engines.silma.frontend import (
+    Pauses,
+    Plan,
+    chunk_frames,
+    pause_samples,
+    plan_reply,
+    reference_transcript,
+    trim_generated,
+)
 from bridge.tts_server.engines.silma.model import (
     ModelFiles,
     SamplingConfig,
@@ -35,19 +49,16 @@ from bridge.tts_server.engines.silma.model import (
     load_model,
 )
 from bridge.tts_server.engines.silma.normalizer import TextNormalizer
-from bridge.tts_server.engines.silma.text import SENTENCE_END, pause_after, split_for_speech
+from bridge.tts_server.engines.silma.text import Chunking
 from bridge.tts_server.engines.silma.voices import (
     LruCache,
     PreparedClip,
     content_key,
     prepare_clip,
-    trim_silence,
 )
 
 log = structlog.get_logger("bridge.tts_server")
 
-LEAD_S = 0.02  # kept before a chunk's first sound
-TAIL_S = 0.06  # kept after its last: the decay of the final phoneme, no dead air
 STATS_WINDOW = 256  # recent chunks / first chunks behind the health figures
 WARM_UP_TEXT = "Ready."
 
@@ -63,12 +74,18 @@ class SilmaConfig:
     max_batch: int = 8  # chunks of concurrent requests made in one pass of the model
     default_voice: Path | None = None  # a WAV used when a request sends no reference clip
     default_voice_text: str = ""
+    chunking: Chunking = "latency"  # "upstream": silma-tts's chunks, a longer first one
+    pauses: Pauses = "upstream"  # "between": each pause before the next chunk, none at the end
+    diacritizer: str = "text2tashkeel"  # or "catt" (from catt_model_dir) or "off"
+    catt_model_dir: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
     mel: Any  # (1, frames, n_mels) on the model's device
     clip: PreparedClip
+    frames: int  # upstream's reference length: the padded clip's samples // hop
+    transcript: str  # as the model reads it before the reply (frontend.reference_transcript)
 
 
 @dataclasses.dataclass
@@ -78,9 +95,8 @@ class _Work:
     reference: np.ndarray
     reference_rate: int
     reference_text: str
-    chunks: list[str]
+    plan: Plan
     seed: int
-    speed: float
     voice: Voice | None = None
 
 
@@ -152,6 +168,10 @@ class SilmaEngine:
         self._model: SilmaModel | None = None
         self._executor: InferenceExecutor[_Work] | None = None
         self._normalizer = TextNormalizer(config.normalizer_cache_dir)
+        self._diacritizer: Diacritizer | None = None
+        # One thread prepares texts: NeMo's grammars are not known to be thread-safe, and a
+        # reply's text must not wait behind the model's passes on the inference thread.
+        self._text_thread = concurrent.futures.ThreadPoolExecutor(1, "silma-text")
         self.voices: LruCache[Voice] = LruCache(config.voice_cache_size)
         self.stats = _Stats()
         self._default: tuple[np.ndarray, int, str] | None = None
@@ -184,19 +204,24 @@ class SilmaEngine:
         if config.default_voice is not None:
             self._default = _read_voice(config.default_voice, config.default_voice_text)
         self._normalizer.load()
+        self._diacritizer = load_diacritizer(config.diacritizer, config.catt_model_dir)
         self._model = model
         self._executor = InferenceExecutor(
-            self._run, model.sample_rate, max_batch=config.max_batch, batch_key=_seed,
+            self._run, model.sample_rate, max_batch=config.max_batch,
+            batch_key=_any_chunk if model.exact_batching else _own_chunk,
             on_chunk=lambda timing: self.stats.add(timing),
         )
         log.info(
             "silma_loaded", device=str(model.device), dtype=str(model.dtype).removeprefix("torch."),
             steps=config.sampling.steps, normalizer=self._normalizer.active,
+            diacritizer=config.diacritizer, chunking=config.chunking, pauses=config.pauses,
+            exact_batching=model.exact_batching,
         )
 
     async def close(self) -> None:
         if self._executor is not None:
             await asyncio.to_thread(self._executor.close)
+        self._text_thread.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> dict[str, Any]:
         model = self._model
@@ -205,7 +230,11 @@ class SilmaEngine:
             "dtype": str(model.dtype).removeprefix("torch.") if model else None,
             "steps": self.config.sampling.steps,
             "max_batch": self._executor.max_batch if self._executor else self.config.max_batch,
+            "exact_batching": model.exact_batching if model else None,
             "normalizer": self._normalizer.active,
+            "diacritizer": self.config.diacritizer,
+            "chunking": self.config.chunking,
+            "pauses": self.config.pauses,
             "queued_chunks": self._executor.queued_chunks if self._executor else 0,
             "dropped_chunks": self._executor.dropped_chunks if self._executor else 0,
             "passes": self._executor.passes if self._executor else 0,
@@ -216,8 +245,9 @@ class SilmaEngine:
         }
 
     async def synthesize(self, utterance: Utterance) -> AsyncGenerator[np.ndarray, None]:
-        work = self._work(utterance)
-        job, queue = self.executor.submit(work, len(work.chunks), asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        work = await loop.run_in_executor(self._text_thread, self._work, utterance)
+        job, queue = self.executor.submit(work, len(work.plan.chunks), loop)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -236,6 +266,7 @@ class SilmaEngine:
         return np.concatenate(parts)
 
     def _work(self, utterance: Utterance) -> _Work:
+        """On the text thread: the reply's plan (normalizer and diacritizer run here)."""
         if utterance.reference_audio is not None and utterance.reference_audio.size:
             if not utterance.reference_text.strip():
                 raise RequestError(
@@ -252,13 +283,16 @@ class SilmaEngine:
                 "the silma engine needs a reference clip (audio + reference_text): none was sent "
                 "and no silma_default_voice is configured"
             )
-        chunks = split_for_speech(utterance.text)
-        if not chunks:
+        if not utterance.text.strip():
             raise RequestError("text is empty")
-        if chunks[-1][-1] not in SENTENCE_END:
-            chunks[-1] += "."  # the model ends an utterance best on a sentence mark
+        plan = plan_reply(
+            utterance.text, speed=utterance.speed, normalize=self._normalizer,
+            diacritize=self._diacritizer, chunking=self.config.chunking,
+        )
+        if not plan.chunks:
+            raise RequestError("text has nothing to say")
         seed = utterance.seed if utterance.seed is not None else secrets.randbits(31)
-        return _Work(*reference, chunks, seed, utterance.speed)
+        return _Work(*reference, plan, seed)
 
     def _voice(self, work: _Work) -> Voice:
         model = self._model
@@ -268,14 +302,16 @@ class SilmaEngine:
             clip = prepare_clip(
                 work.reference, work.reference_rate, work.reference_text, model.sample_rate
             )
-            return Voice(model.mel_frames(clip.audio), clip)
+            frames = clip.audio.size // model.mel.hop_length
+            transcript = reference_transcript(clip.text)
+            return Voice(model.mel_frames(clip.audio), clip, frames, transcript)
 
         key = content_key(work.reference, work.reference_rate, work.reference_text)
         return self.voices.get_or_make(key, make)
 
     def _run(self, batch: Sequence[tuple[_Work, int]]) -> list[np.ndarray | BaseException]:
-        """Chunks of requests that share a seed, in one pass, on the executor thread. A request
-        whose voice or text cannot be prepared fails alone."""
+        """Chunks of requests in one pass, on the executor thread. A request whose voice cannot
+        be prepared fails alone."""
         model = self._model
         assert model is not None
         results: dict[int, np.ndarray | BaseException] = {}  # by slot in the batch
@@ -284,29 +320,50 @@ class SilmaEngine:
             try:
                 if work.voice is None:
                     work.voice = self._voice(work)
-                text = self._normalizer(work.chunks[index])
             except Exception as exc:
                 results[slot] = exc
                 continue
-            clip = work.voice.clip
-            items[slot] = SpeechItem(work.voice.mel, clip.text, clip.speech_s, text, work.speed)
+            voice = work.voice
+            text = work.plan.chunks[index].text
+            items[slot] = SpeechItem(
+                reference=voice.mel,
+                prompt=voice.transcript + text,
+                frames=chunk_frames(voice.frames, voice.transcript, text, work.plan.speed),
+                skip=voice.frames,
+                seed=_seed(work, index),
+            )
         if items:
-            audio = model.generate(list(items.values()), seed=_seed(*batch[0]))
+            audio = model.generate(list(items.values()))
             for slot, made in zip(items, audio, strict=True):
                 results[slot] = self._shape(*batch[slot], made)
         return [results[slot] for slot in range(len(batch))]
 
     def _shape(self, work: _Work, index: int, audio: np.ndarray) -> np.ndarray:
-        """Level, trim, and lead with the pause the previous chunk's end asks for."""
+        """Scale back, trim as upstream does, and place the pause."""
         assert work.voice is not None and self._model is not None
         rate = self._model.sample_rate
-        audio = trim_silence(audio / np.float32(work.voice.clip.gain), rate, LEAD_S, TAIL_S)
+        chunks = work.plan.chunks
+        last = index == len(chunks) - 1
+        audio = trim_generated(audio / np.float32(work.voice.clip.gain), keep_end=last)
+        if self.config.pauses == "upstream":
+            pause = np.zeros(pause_samples(chunks[index].pause_s, rate), np.float32)
+            return np.concatenate([audio, pause])
         if index:
-            pause = pause_after(work.chunks[index - 1]) / work.speed
-            audio = np.concatenate([np.zeros(round(pause * rate), np.float32), audio])
+            pause = np.zeros(pause_samples(chunks[index - 1].pause_s, rate), np.float32)
+            return np.concatenate([pause, audio])
         return audio
 
 
 def _seed(work: _Work, index: int) -> int:
-    """Chunk `index`'s noise seed: chunks batch together only when theirs agree."""
+    """Chunk `index`'s noise seed: the request's seed for its first chunk, as upstream."""
     return (work.seed + index) % 2**31
+
+
+def _any_chunk(work: _Work, index: int) -> int:
+    """Batch key when batching is exact: any chunks share a pass."""
+    return 0
+
+
+def _own_chunk(work: _Work, index: int) -> tuple[int, int]:
+    """Batch key when it is not: every chunk has a pass of its own."""
+    return id(work), index

@@ -1,10 +1,18 @@
-"""The SILMA model on one device: loaded from local files only, one chunk of speech at a time.
+"""The SILMA model on one device: loaded from local files only, several chunks of speech a pass.
 
 Files (the layout of the released model and of the vocos-mel-24khz vocoder):
 - checkpoint: model.pt ({"model_state_dict"} or {"ema_model_state_dict"}) or .safetensors
 - vocab: vocab.txt, one symbol a line, line number = token id, " " first
 - vocoder: a folder with config.yaml (vocos class paths and sizes) and pytorch_model.bin
 - architecture: a YAML with model.backbone/arch/mel_spec; by default silma-tts's config.yaml
+
+What the model is given (prompt, length, noise seed) is the front end's: this module only runs
+it. One item alone goes through upstream's own `CFM.sample`. Several share a pass of the same
+DiT modules and steps in which each item is computed as it is alone. Upstream's own padded batch
+is not: under the released config (attn_mask_enabled: False) an item attends to its padding,
+the text embedding's GRN normalizes over the padded length, and the positional convolutions
+read into the padding. Here no item sees its padding, and so an item sounds the same batched as
+alone (on CPU in float32, to the bit).
 
 Not thread-safe: upstream's DiT keeps the text embedding of the call in progress on the
 instance (the F5-TTS race that upstream later fixed with thread-local state). Only the
@@ -14,6 +22,8 @@ inference executor's single thread calls `generate`, so calls never overlap.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +37,9 @@ from bridge.tts_server.engines.silma.upstream import Upstream, load_upstream
 if TYPE_CHECKING:
     from torch import Tensor
 
-SHORT_TEXT_CHARS = 25  # silma-tts 1.0.5: texts this short are spoken 1.3x slower, else rushed
-SHORT_TEXT_SLOWDOWN = 1.3
 MEL_FLOOR = 1e-5  # silma-tts's vocos-type mel: log(clamp(mel, 1e-5))
 MAX_FRAMES = 4096  # CFM.sample's cap on a pass's length (reference + speech)
+GUIDANCE_OFF = 1e-5  # CFM.sample: below this cfg_strength, no unconditional pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +109,13 @@ def mel_filterbank(config: MelConfig) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class SpeechItem:
-    """One text to speak in one voice."""
+    """One pass's worth of speech, as the front end planned it."""
 
-    reference: Any  # (1, frames, n_mels) log-mel of the reference clip, on the model's device
-    reference_text: str
-    reference_speech_s: float  # the clip's speech, without its padded silence
-    text: str
-    speed: float = 1.0
+    reference: Any  # (1, ref_frames, n_mels) log-mel of the prepared clip (mel_frames), on device
+    prompt: str  # all the model reads: the reference transcript, then the text to speak
+    frames: int  # the pass's length in mel frames, reference included (CFM.sample's duration)
+    skip: int  # leading output frames left out of the audio (upstream: the reference's)
+    seed: int  # this item's noise, drawn as CFM.sample draws it for one item
 
 
 class SilmaModel:
@@ -130,6 +139,17 @@ class SilmaModel:
         self.sampling = sampling
         self._window = torch.hann_window(mel.win_length, device=device)
         self._filters = torch.from_numpy(mel_filterbank(mel)).to(device)
+        # CFM.sample's helpers and the rotary embedding its attention applies: load_upstream
+        # has imported both modules already.
+        self._utils = importlib.import_module("silma_tts.model.utils")
+        self._rotate = importlib.import_module("silma_tts.model.modules").apply_rotary_pos_emb
+        dit = cfm.transformer
+        # `_sample_together` reproduces the DiT's forward with torch's attention, and without
+        # the optional long skip connection (neither differs in the released model): any other
+        # model runs its items one at a time.
+        self.exact_batching: bool = dit.long_skip_connection is None and all(
+            block.attn.processor.attn_backend == "torch" for block in dit.transformer_blocks
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -154,59 +174,193 @@ class SilmaModel:
         frames: Tensor = mel.permute(0, 2, 1).to(self.dtype)  # self._torch is typed Any
         return frames
 
-    def generate(self, items: Sequence[SpeechItem], *, seed: int) -> list[np.ndarray]:
-        """Speech for each item in its reference's voice, in one pass of the model: float32 at
-        the model rate, unscaled.
+    def generate(self, items: Sequence[SpeechItem]) -> list[np.ndarray]:
+        """Speech for each item in its reference's voice: float32 at the model rate, unscaled.
 
-        Duration follows the reference's speaking rate (frames per character), as silma-tts
-        does, but counted over the speech only: its padded tail of silence would otherwise slow
-        every reply by as much as it is long. The model reads the transcript, then the text.
-        Each item starts from the noise `seed` gives a pass of its own length, so an item
-        sounds the same in a batch as alone (up to rounding: padding changes the kernels).
+        Each is the vocoded `out[skip:duration]` of CFM.sample, `duration` being its clamp of
+        `frames`. One item is upstream's CFM.sample itself; several share one pass, in which an
+        item comes out as it does alone, up to float rounding (when `exact_batching`; otherwise
+        they run one after another).
         """
         torch = self._torch
-        references = [int(item.reference.shape[1]) for item in items]
-        prompts = [_join(item.reference_text, item.text) for item in items]
-        # What CFM.sample itself makes of a duration: room for the prompt, capped.
-        durations = [
-            min(MAX_FRAMES, max(len(prompt) + 1, ref + 1, ref + self._speech_frames(item)))
-            for item, prompt, ref in zip(items, prompts, references, strict=True)
-        ]
         with torch.inference_mode():
             self._cfm.transformer.clear_cache()  # a failed call may have left its text behind
-            out, _ = self._cfm.sample(
-                cond=torch.nn.utils.rnn.pad_sequence(
-                    [item.reference[0] for item in items], batch_first=True),
-                text=prompts,
-                duration=torch.tensor(durations, device=self.device),
-                lens=torch.tensor(references, device=self.device),
-                steps=self.sampling.steps,
-                cfg_strength=self.sampling.cfg_strength,
-                sway_sampling_coef=self.sampling.sway_coef,
-                seed=seed,
+            if len(items) > 1 and self.exact_batching:
+                mels = self._sample_together(items)
+            else:
+                mels = [self._sample_alone(item) for item in items]
+            return [self._vocode(mel) for mel in mels]
+
+    def _duration(self, item: SpeechItem) -> int:
+        """CFM.sample's clamp: room for every token and reference frame plus one, capped."""
+        needed = max(len(item.prompt), int(item.reference.shape[1])) + 1
+        return min(MAX_FRAMES, max(needed, item.frames))
+
+    def _sample_alone(self, item: SpeechItem) -> Tensor:
+        out, _ = self._cfm.sample(
+            cond=item.reference,
+            text=[item.prompt],
+            duration=item.frames,
+            steps=self.sampling.steps,
+            cfg_strength=self.sampling.cfg_strength,
+            sway_sampling_coef=self.sampling.sway_coef,
+            seed=item.seed,
+            max_duration=MAX_FRAMES,
+        )
+        kept: Tensor = out[:, item.skip : self._duration(item)]
+        return kept
+
+    def _sample_together(self, items: Sequence[SpeechItem]) -> list[Tensor]:
+        """CFM.sample's Euler integration of the flow for several items in one batch, each
+        padded to the longest and computed as it is alone (see `_velocity`)."""
+        torch = self._torch
+        cfm, utils, sampling = self._cfm, self._utils, self.sampling
+        device, dtype = self.device, self.dtype
+        durations = [self._duration(item) for item in items]
+        longest = max(durations)
+        # A reference longer than its pass is cut to it, as CFM.sample's negative padding does.
+        references = [
+            item.reference[0, :duration].to(dtype)
+            for item, duration in zip(items, durations, strict=True)
+        ]
+        cond = torch.zeros(len(items), longest, cfm.num_channels, device=device, dtype=dtype)
+        for row, reference in enumerate(references):
+            cond[row, : reference.shape[0]] = reference
+        ref_lens = torch.tensor([reference.shape[0] for reference in references], device=device)
+        cond_mask = utils.lens_to_mask(ref_lens, length=longest)[..., None]
+        tokens = [
+            utils.list_str_to_idx([item.prompt], cfm.vocab_char_map).to(device) for item in items
+        ]
+        # Inputs stacked (halves, items, frames, dim): the conditional half, then, for
+        # classifier-free guidance, the unconditional one without reference or text.
+        texts = [self._text_rows(tokens, durations, drop=False)]
+        audio = [cond]
+        if sampling.cfg_strength >= GUIDANCE_OFF:
+            texts.append(self._text_rows(tokens, durations, drop=True))
+            audio.append(torch.zeros_like(cond))
+        noise = []
+        for item, duration in zip(items, durations, strict=True):
+            torch.manual_seed(item.seed)
+            noise.append(torch.randn(duration, cfm.num_channels, device=device, dtype=dtype))
+        y = torch.nn.utils.rnn.pad_sequence(noise, batch_first=True)
+        times = utils.get_epss_timesteps(sampling.steps, device=device, dtype=dtype)
+        times = times + sampling.sway_coef * (torch.cos(torch.pi / 2 * times) - 1 + times)
+        batch = _Batch(
+            durations, utils.lens_to_mask(torch.tensor(durations, device=device)),
+            cfm.transformer.rotary_embed.forward_from_seq_len(longest),
+            torch.stack(audio), torch.stack(texts),
+        )
+        # torchdiffeq's Euler step on CFM.sample's grid: y + (t1 - t0) * f(t0, y)
+        for start, end in itertools.pairwise(times):
+            y = y + (end - start) * self._velocity(start, y, batch)
+        out = torch.where(cond_mask, cond, y)
+        return [
+            out[row : row + 1, item.skip : duration]
+            for row, (item, duration) in enumerate(zip(items, durations, strict=True))
+        ]
+
+    def _text_rows(self, tokens: list[Tensor], durations: list[int], *, drop: bool) -> Tensor:
+        """The text embedding ends in GRN, a norm over the whole sequence: each item's is made
+        at the item's own length, as alone, then zero-padded."""
+        embed = self._cfm.transformer.text_embed
+        rows = [
+            embed(text, duration, drop_text=drop)[0]
+            for text, duration in zip(tokens, durations, strict=True)
+        ]
+        padded: Tensor = self._torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        return padded
+
+    def _velocity(self, time: Tensor, y: Tensor, batch: _Batch) -> Tensor:
+        """The DiT's (guided) flow prediction for every item, each as it is alone."""
+        torch = self._torch
+        dit = self._cfm.transformer
+        halves, items, longest, _ = batch.audio.shape
+        # Every item is at the same time step, so its embedding and each block's modulation by
+        # it are computed for one item's halves, as alone (a matrix product's rounding depends
+        # on its number of rows), and applied to all items' frames laid end to end.
+        t = dit.time_embed(time.repeat(1)).repeat(halves, 1)
+        x = torch.cat((y.expand(halves, -1, -1, -1), batch.audio, batch.text), dim=-1)
+        h = dit.input_embed.proj(x).reshape(halves * items, longest, -1)
+        h = h + self._conv_position(h, batch.valid.repeat(halves, 1))
+        h = h.reshape(halves, items * longest, -1)
+        for block in dit.transformer_blocks:
+            norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.attn_norm(h, emb=t)
+            attended = self._attention(block.attn, norm, batch)
+            h = h + gate_msa.unsqueeze(1) * attended
+            norm = block.ff_norm(h) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+            h = h + gate_mlp.unsqueeze(1) * block.ff(norm)
+        pred = dit.proj_out(dit.norm_out(h, t)).reshape(halves, items, longest, -1)
+        if halves == 1:
+            conditional: Tensor = pred[0]
+            return conditional
+        guided: Tensor = pred[0] + (pred[0] - pred[1]) * self.sampling.cfg_strength
+        return guided
+
+    def _conv_position(self, h: Tensor, valid: Tensor) -> Tensor:
+        """ConvPositionEmbedding with the padding held at zero before and after each of its
+        layers: an item's last frames then see the zeros a convolution pads with alone, not the
+        projection's bias and the first convolution's spill into the padding."""
+        padding = ~valid[:, None, :]
+        x = h.permute(0, 2, 1).masked_fill(padding, 0.0)
+        for layer in self._cfm.transformer.input_embed.conv_pos_embed.conv1d:
+            x = layer(x).masked_fill(padding, 0.0)
+        out: Tensor = x.permute(0, 2, 1)
+        return out
+
+    def _attention(self, attn: Any, x: Tensor, batch: _Batch) -> Tensor:
+        """AttnProcessor's torch path on x laid out (halves, items x frames, dim).
+
+        Projections and rotary embedding act frame by frame, so they run on all frames at once;
+        the attention itself runs once per item, over the item's own frames. A padding mask
+        would leave the padding out too, but the kernel then sums over a longer row in another
+        order: with the tiny model's N(0, 0.2) random weights, some items then came out only
+        54-59 dB (log-mel) from alone.
+        """
+        torch = self._torch
+        halves, items, longest = batch.audio.shape[:3]
+
+        def heads(t: Tensor) -> Tensor:  # (halves, items, heads, frames, head dim)
+            split: Tensor = t.view(halves, items, longest, attn.heads, -1).transpose(2, 3)
+            return split
+
+        query, key, value = heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x))
+        if attn.q_norm is not None:
+            query = attn.q_norm(query)
+        if attn.k_norm is not None:
+            key = attn.k_norm(key)
+        freqs, scale = batch.rope
+        rotated = attn.processor.pe_attn_head  # heads that get the rotary embedding; None: all
+        if rotated is None:
+            query = self._rotate(query, freqs, scale)
+            key = self._rotate(key, freqs, scale**-1.0)
+        else:
+            query[:, :, :rotated] = self._rotate(query[:, :, :rotated], freqs, scale)
+            key[:, :, :rotated] = self._rotate(key[:, :, :rotated], freqs, scale**-1.0)
+        out = torch.zeros(halves, items, longest, query.shape[2] * query.shape[4],
+                          device=x.device, dtype=query.dtype)
+        for item, frames in enumerate(batch.durations):
+            alone = torch.nn.functional.scaled_dot_product_attention(
+                query[:, item, :, :frames], key[:, item, :, :frames], value[:, item, :, :frames]
             )
-            waves = []
-            for row, (ref, end) in enumerate(zip(references, durations, strict=True)):
-                generated = out[row : row + 1, ref:end, :].float().permute(0, 2, 1)
-                wave = self._head(self._backbone(generated))
-                waves.append(wave[0].cpu().numpy().astype(np.float32, copy=False))
-        return waves
+            out[:, item, :frames] = alone.transpose(1, 2).reshape(halves, frames, -1)
+        projected: Tensor = attn.to_out[1](attn.to_out[0](out.reshape(halves, items * longest, -1)))
+        return projected
 
-    def _speech_frames(self, item: SpeechItem) -> int:
-        speed = item.speed
-        if len(item.text) < SHORT_TEXT_CHARS:
-            speed /= SHORT_TEXT_SLOWDOWN
-        speech_frames = item.reference_speech_s * self.mel.sample_rate / self.mel.hop_length
-        frames_per_char = speech_frames / max(1, len(item.reference_text))
-        return max(1, int(frames_per_char * len(item.text) / speed))
+    def _vocode(self, mel: Tensor) -> np.ndarray:
+        """One item's frames alone, at their own length (vocos' convolutions see no padding)."""
+        wave = self._head(self._backbone(mel.float().permute(0, 2, 1)))
+        return np.asarray(wave[0].cpu().numpy(), dtype=np.float32)
 
 
-def _join(reference_text: str, text: str) -> str:
-    """silma-tts ends the transcript with '. ' so the new text starts a sentence of its own."""
-    reference_text = reference_text.strip()
-    if not reference_text.endswith((".", "!", "?", "؟", "。")):
-        reference_text += "."
-    return f"{reference_text} {text.strip()}"
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """What every step of a batched pass shares."""
+
+    durations: list[int]  # each item's frames; the rest of its row is padding
+    valid: Tensor  # (items, frames): True within an item's duration
+    rope: Any  # the rotary embedding's (frequencies, scale) for the longest item
+    audio: Tensor  # (halves, items, frames, n_mels): the reference, zero past it; zeros (uncond)
+    text: Tensor  # (halves, items, frames, text dim): the text embedding of each half
 
 
 def load_model(

@@ -96,8 +96,9 @@ class TextNormalizer:
                 "silma_normalizer_ready", lang=lang, cached=cached, folder=str(self.cache_dir / key)
             )
 
-    def __call__(self, text: str) -> str:
-        normalizer = self._normalizers.get(language_of(text))
+    def __call__(self, text: str, language: str) -> str:
+        """`language` is decided by the caller on the whole reply (upstream's rule)."""
+        normalizer = self._normalizers.get(language)
         if normalizer is None:
             return text
         result: str = normalizer.normalize(

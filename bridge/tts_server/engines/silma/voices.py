@@ -1,11 +1,20 @@
-"""Reference clips ("voices"): prepared once, cached by content hash.
+"""Reference clips ("voices"): prepared once as silma-tts 1.0.5 prepares them, cached by content.
 
-Preparation: resample to the model rate, trim silent edges, cap the length (cutting at the
-quietest moment near the cap, and the transcript in proportion, since there is no ASR here to
-re-transcribe), lift quiet clips to a working loudness, and pad a little silence at the end so
-the generated speech starts after a pause. Numbers from silma-tts 1.0.5 (infer/utils_infer.py):
-references capped near 8 s, 1 s of silence appended, RMS lifted to 0.1 and the output scaled
-back by the same factor.
+Upstream (`preprocess_ref_audio_text` and `infer_batch_process` in infer/utils_infer.py) works
+on pydub segments of the uploaded file, and so do we, with pydub's own functions, so a 24 kHz
+clip reaches the model as upstream's to the sample (another rate is resampled with soxr, where
+upstream uses torchaudio's windowed sinc):
+- a clip over 8.05 s is cut at a long pause (1 s under -50 dBFS), else at a short one (0.1 s
+  under -40 dBFS), else at 8.05 s: whole pieces are kept while they fit, at least 6 s of them.
+  Upstream then re-transcribes the cut clip with Whisper, downloaded at run time; nothing is
+  downloaded here, so the transcript is shortened in proportion to the time kept instead;
+- silence under -42 dBFS is cut from the start, and from the end only when it lasts over 1 s;
+- 1 s of silence is appended (so the reply starts after a pause), in pydub's way: the silence
+  is made at 11025 Hz and the two are joined at the higher rate, which lifts an 8 kHz clip to
+  11025 Hz before it is resampled to the model rate;
+- a clip quieter than RMS 0.1 (measured with its padding) is lifted to it, and the reply is
+  scaled back down by the same factor.
+The clip is 16-bit PCM for pydub, as the WAV upstream writes and reads back is.
 """
 
 from __future__ import annotations
@@ -14,30 +23,39 @@ import collections
 import dataclasses
 import hashlib
 import threading
+import warnings
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from bridge.audio.resample import StreamResampler
 
-MAX_REFERENCE_S = 8.0
-MIN_CUT_S = 6.0  # a clip over the cap is cut at its quietest 20 ms between here and the cap
-TAIL_S = 1.0
+with warnings.catch_warnings():
+    # pydub looks for ffmpeg on import; it is only needed for compressed formats, never here.
+    warnings.filterwarnings("ignore", "Couldn't find ffmpeg", RuntimeWarning)
+    from pydub import AudioSegment, silence
+
+MAX_REFERENCE_S = 8.05
+MIN_KEPT_MS = 6000  # a long clip keeps whole pieces while it has less than this, or they fit
+# (min_silence_len ms, silence_thresh dBFS) of upstream's two tries at a pause to cut at
+CUT_PAUSES = ((1000, -50), (100, -40))
+KEEP_SILENCE_MS = 1000
+SEEK_STEP_MS = 10
+EDGE_DBFS = -42  # quieter edges are cut
+TRAILING_KEPT_S = 1.0  # trailing silence is cut only when it is longer than this
+PAD_MS = 1000
 TARGET_RMS = 0.1
-TRIM_DB = 40.0  # below the loudest 20 ms frame by this much counts as silence
-FRAME_S = 0.02
-EDGE_S = 0.05  # kept around trimmed speech so onsets and decays are not clipped
+PCM_SCALE = 32768.0
 
 V = TypeVar("V")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PreparedClip:
-    audio: np.ndarray  # float32 mono at the model rate, tail silence included
+    audio: np.ndarray  # float32 mono at the model rate, lifted, its 1 s pad included
     text: str  # the transcript, shortened in proportion when the clip was cut
     gain: float  # what the clip was multiplied by; the output is divided by it
-    speech_s: float  # seconds of speech before the padded tail
 
 
 def content_key(audio: np.ndarray, rate: int, text: str) -> str:
@@ -49,50 +67,61 @@ def content_key(audio: np.ndarray, rate: int, text: str) -> str:
 
 
 def prepare_clip(audio: np.ndarray, rate: int, text: str, model_rate: int) -> PreparedClip:
-    samples = np.asarray(audio, dtype=np.float32)
-    if rate != model_rate:
-        resampler = StreamResampler(rate, model_rate)
-        samples = np.concatenate([resampler.process(samples), resampler.flush()])
-    samples = trim_silence(samples, model_rate, EDGE_S, EDGE_S)
-    text = " ".join(text.split())
-    limit = round(MAX_REFERENCE_S * model_rate)
-    if samples.size > limit:
-        cut = _quietest(samples, round(MIN_CUT_S * model_rate), limit, model_rate)
-        text = _cut_text(text, cut / samples.size)
-        samples = samples[:cut]
+    segment = _pcm_segment(audio, rate)
+    text = text.strip()
+    if segment.duration_seconds > MAX_REFERENCE_S:
+        whole_ms = len(segment)
+        segment = _cut_long(segment)
+        text = _cut_text(text, len(segment) / whole_ms)
+    segment = remove_silence_edges(segment) + AudioSegment.silent(duration=PAD_MS)
+    samples = np.asarray(segment.get_array_of_samples(), dtype=np.float32) / np.float32(PCM_SCALE)
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
     gain = TARGET_RMS / rms if 0.0 < rms < TARGET_RMS else 1.0
-    tail = np.zeros(round(TAIL_S * model_rate), dtype=np.float32)
-    return PreparedClip(
-        np.concatenate([samples * np.float32(gain), tail]), text, gain, samples.size / model_rate
+    samples = samples * np.float32(gain)
+    if segment.frame_rate != model_rate:
+        resampler = StreamResampler(segment.frame_rate, model_rate)
+        samples = np.concatenate([resampler.process(samples), resampler.flush()])
+    return PreparedClip(samples.astype(np.float32, copy=False), text, gain)
+
+
+def _pcm_segment(audio: np.ndarray, rate: int) -> Any:
+    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * PCM_SCALE), -32768, 32767)
+    return AudioSegment(
+        pcm.astype("<i2").tobytes(), sample_width=2, frame_rate=rate, channels=1
     )
 
 
-def _frame_db(samples: np.ndarray, frame: int) -> np.ndarray:
-    n = samples.size // frame
-    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
-    energy: np.ndarray = np.mean(np.square(frames), axis=1)  # Any to numpy's types (axis=)
-    return 10.0 * np.log10(energy + 1e-12)
+def _cut_long(segment: Any) -> Any:
+    limit_ms = MAX_REFERENCE_S * 1000
+    kept = AudioSegment.silent(duration=0)
+    for min_silence_ms, threshold in CUT_PAUSES:
+        kept = AudioSegment.silent(duration=0)
+        pieces = silence.split_on_silence(
+            segment, min_silence_len=min_silence_ms, silence_thresh=threshold,
+            keep_silence=KEEP_SILENCE_MS, seek_step=SEEK_STEP_MS,
+        )
+        for piece in pieces:
+            if len(kept) > MIN_KEPT_MS and len(kept + piece) > limit_ms:
+                break
+            kept += piece
+        if len(kept) <= limit_ms:
+            break
+    if len(kept) > limit_ms:
+        kept = kept[:limit_ms]
+    return kept
 
 
-def trim_silence(samples: np.ndarray, rate: int, lead_s: float, tail_s: float) -> np.ndarray:
-    """Cut silent edges (quieter than the loudest 20 ms by TRIM_DB), keeping a little of each."""
-    frame = round(FRAME_S * rate)
-    if samples.size < 2 * frame:
-        return samples
-    db = _frame_db(samples, frame)
-    loud = np.flatnonzero(db > db.max() - TRIM_DB)
-    start = max(0, int(loud[0]) * frame - round(lead_s * rate))
-    end = min(samples.size, (int(loud[-1]) + 1) * frame + round(tail_s * rate))
-    return samples[start:end]
-
-
-def _quietest(samples: np.ndarray, lo: int, hi: int, rate: int) -> int:
-    frame = round(FRAME_S * rate)
-    db = _frame_db(samples[lo:hi], frame)
-    if not db.size:
-        return hi
-    return lo + int(np.argmin(db)) * frame + frame // 2
+def remove_silence_edges(segment: Any) -> Any:
+    """Upstream's edge trim, float arithmetic included: the end is scanned 1 ms at a time."""
+    segment = segment[silence.detect_leading_silence(segment, silence_threshold=EDGE_DBFS):]
+    end_s = segment.duration_seconds
+    for millisecond in reversed(segment):
+        if millisecond.dBFS > EDGE_DBFS:
+            break
+        end_s -= 0.001
+    if segment.duration_seconds - end_s > TRAILING_KEPT_S:
+        return segment[: int(end_s * 1000)]
+    return segment
 
 
 def _cut_text(text: str, kept: float) -> str:
