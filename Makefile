@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 
 # The test set also runs the silma engine (CPU torch, pinned in the [silma] extra). silma-tts
 # and vocos go in without their declared dependencies (torchaudio, gradio, transformers, ...),
-# which cannot resolve beside the CPU torch and which the engine never imports.
+# which cannot resolve beside the CPU torch and which the engine never imports; catt-tashkeel
+# (the "catt" diacritizer) too, since its onnxruntime-gpu would displace onnxruntime. NeMo
+# ([silma-text], about 1 GB) is tested too: tests/integration/test_silma_nemo.py.
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,silma,otel]'
-	$(BIN)/python -m pip install -q --no-deps silma-tts==1.0.5 vocos==0.1.0
+	$(BIN)/python -m pip install -q -e '.[test,silma,silma-text,otel]'
+	$(BIN)/python -m pip install -q --no-deps silma-tts==1.0.5 vocos==0.1.0 catt-tashkeel==1.0.2
 	touch $@
 
 install: $(STAMP)

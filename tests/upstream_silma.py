@@ -4,7 +4,7 @@ Those modules import at load time what they use only to download (huggingface_hu
 cached_path), transcribe (transformers), plot (matplotlib), report progress (tqdm), configure
 (hydra, omegaconf), normalize (nemo), diacritize (catt_tashkeel) or read and write files
 (torchaudio, soundfile). While they load, those names are stubs; afterwards the stubs leave
-`sys.modules` again. What the fidelity tests run is upstream's code itself, with three things
+`sys.modules` again. What the fidelity tests run is upstream's code itself, with these things
 put in its hands:
 - `torchaudio.load`, which reads back the 16-bit WAV upstream wrote, is the standard `wave`
   module (same samples: int16 / 32768);
@@ -13,7 +13,8 @@ put in its hands:
   torchaudio; the two agree within 3.2e-5). Each pass gets the noise seed the engine gives the
   same chunk: upstream's own threads draw from the one global generator in an order nobody
   controls, so its multi-chunk noise cannot be reproduced otherwise;
-- its diacritizer is the engine's (upstream downloads CATT's files at run time).
+- its diacritizer and normalizer are the engine's (upstream downloads CATT's files at run
+  time, and NeMo is an optional extra here).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from bridge.tts_server.engines.silma.model import (
     SpeechItem,
     load_model,
 )
+from bridge.tts_server.engines.silma.normalizer import TextNormalizer
 from bridge.tts_server.engines.silma.voices import prepare_clip
 from tests.random_model import write_random_model
 from tests.upstream_silma import RecordingModel, Vocoder, silma_tts, upstream_infer, write_wav
@@ -124,7 +125,8 @@ async def compare(engine: SilmaEngine, reference_model: SilmaModel, tmp_path: Pa
     """Run one reply through both; assert they agree; return what was compared."""
     upstream = upstream_infer()
     diacritizer = load_diacritizer("text2tashkeel", None)
-    plan = plan_reply(text, speed=1.0, normalize=None, diacritize=diacritizer,
+    normalizer = TextNormalizer(None)  # without NeMo: the pre-normalizer alone
+    plan = plan_reply(text, speed=1.0, normalize=normalizer, diacritize=diacritizer,
                       chunking="upstream")
     seeds = {chunk.text: SEED + index for index, chunk in enumerate(plan.chunks)}
     recorder = RecordingModel(reference_model._cfm, reference_model.mel_frames, seeds)
@@ -138,6 +140,17 @@ async def compare(engine: SilmaEngine, reference_model: SilmaModel, tmp_path: Pa
         def do_tashkeel(span: str, verbose: bool = False) -> str:
             return diacritize(span)
 
+    class Nemo:
+        """Upstream's NeMo normalizer objects, as far as it uses them: the engine's."""
+
+        def __init__(self, language: str) -> None:
+            self.language = language
+
+        def normalize(self, text: str, **options: bool) -> str:
+            return normalizer(text, self.language)
+
+    for language in ("ar", "en"):
+        setattr(upstream.infer, f"nemo_{language}_normalizer", Nemo(language))
     # Upstream re-transcribes a cut clip with Whisper: it is given the engine's shortened one.
     cut_transcript = engine_transcript(pcm, transcript)
     setattr(upstream.infer, "tashkeel_model", Tashkeel())  # noqa: B010 (a module's global)
@@ -147,7 +160,7 @@ async def compare(engine: SilmaEngine, reference_model: SilmaModel, tmp_path: Pa
     tts = silma_tts(upstream, recorder, Vocoder(reference_model._backbone, reference_model._head))
     theirs, _, _ = await asyncio.to_thread(
         tts.infer, str(path), transcript, text, show_info=lambda *_: None, progress=None,
-        nfe_step=STEPS, seed=SEED, normalize_numbers=False, force_tashkeel=True,
+        nfe_step=STEPS, seed=SEED, normalize_numbers=True, force_tashkeel=True,
     )
     spoken = Utterance(text, pcm.astype(np.float32) / 32768, RATE, transcript, seed=SEED)
     with recorded(engine._model) as items:
@@ -228,11 +241,24 @@ async def test_a_reference_over_8_s_is_cut_as_upstream_cuts_it(engine: SilmaEngi
     assert not found["prompts"][0].startswith(transcript)  # the transcript was shortened
 
 
-async def test_numbers_as_written_match_upstream(engine: SilmaEngine,
-                                                 reference_model: SilmaModel,
-                                                 tmp_path: Path) -> None:
-    await compare(engine, reference_model, tmp_path, text="Your balance is 250 dollars.",
-                  pcm=speechlike_pcm(3.0, 7), transcript=EN_REFERENCE)
+async def test_numbers_are_read_before_chunking_as_upstream_normalizes(
+        engine: SilmaEngine, reference_model: SilmaModel, tmp_path: Path) -> None:
+    found = await compare(engine, reference_model, tmp_path,
+                          text="Your balance is 250 dollars, due 12/08/2026 at 3:30 pm.",
+                          pcm=speechlike_pcm(3.0, 7), transcript=EN_REFERENCE)
+    assert found["prompts"] == [
+        f"{EN_REFERENCE}  Your balance is two hundred and fifty dollars, due December eighth,"
+        " twenty twenty-six at three thirty p m."
+    ]
+
+
+async def test_arabic_numbers_are_read_and_match_upstream(engine: SilmaEngine,
+                                                          reference_model: SilmaModel,
+                                                          tmp_path: Path) -> None:
+    found = await compare(engine, reference_model, tmp_path,
+                          text="موعدك الساعة ٣:٣٠ م، اتصل على 0501234567",
+                          pcm=speechlike_pcm(3.5, 8), transcript=AR_REFERENCE)
+    assert not any(char.isdigit() for char in "".join(found["prompts"]))
 
 
 def test_upstreams_own_streaming_path_is_broken() -> None:

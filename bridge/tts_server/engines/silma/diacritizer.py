@@ -53,10 +53,18 @@ def _catt(model_dir: Path | None) -> Diacritizer:
         if not path.is_file():
             raise ConfigError(f"CATT model file {path} does not exist (files are never fetched)")
     if importlib.util.find_spec("catt_tashkeel") is None:
-        raise ConfigError("silma_diacritizer catt needs: pip install catt-tashkeel==1.0.2")
+        # --no-deps: its declared onnxruntime-gpu would displace onnxruntime
+        raise ConfigError(
+            "silma_diacritizer catt needs: pip install tqdm && "
+            "pip install --no-deps catt-tashkeel==1.0.2"
+        )
     from catt_tashkeel import CATTEncoderOnly
 
-    model: Any = CATTEncoderOnly(encoder_path=str(encoder), decoder_path=str(decoder))
+    try:
+        model: Any = CATTEncoderOnly(encoder_path=str(encoder), decoder_path=str(decoder))
+        model.do_tashkeel("بسم", verbose=False)  # files of the wrong shape fail now, not at a call
+    except Exception as exc:  # onnxruntime's errors have no common base class but Exception
+        raise ConfigError(f"CATT model files in {model_dir} do not load: {exc}") from exc
 
     def diacritize(span: str) -> str:
         result: str = model.do_tashkeel(span, verbose=False)

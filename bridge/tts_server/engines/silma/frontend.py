@@ -3,7 +3,7 @@
 Upstream (`SilmaTTS.infer` in api.py, `infer_process` / `infer_batch_process` in
 infer/utils_infer.py) prepares a reply in this order, and so do we:
 1. newlines become sentence breaks ("\\n" -> ". "), then the whole text is normalized (numbers
-   and the like, in the language of the whole text);
+   and the like, in the language of the whole text: our pre-normalizer, then NeMo as upstream);
 2. the speed factor: a text that "is Arabic" is spoken 1.3x faster when it had to be
    diacritized, or when more than 20% of its characters are harakat. Upstream's test for Arabic
    is `[\\u0600-\\u06FF ]`, whose class holds the space, so every text of two words or more

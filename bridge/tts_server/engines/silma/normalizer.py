@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from bridge.tts_server.engines.silma.prenormalize import prenormalize
+
 log = structlog.get_logger("bridge.tts_server")
 
 T = TypeVar("T")
@@ -97,7 +99,19 @@ class TextNormalizer:
             )
 
     def __call__(self, text: str, language: str) -> str:
-        """`language` is decided by the caller on the whole reply (upstream's rule)."""
+        """`language` is decided by the caller on the whole reply (upstream's rule).
+
+        The pre-normalizer reads times, dates, phone numbers and ordinals first. It reads every
+        other Arabic number too: NeMo 1.1.0's Arabic grammar stops at 9999, takes "1,234" for
+        a decimal and knows no Arabic-Indic digits (scripts/results/text_normalization.txt).
+        English cardinals, money and percentages it leaves to NeMo when NeMo is installed.
+        """
+        nemo_reads_cardinals = language == "en" and language in self._normalizers
+        return self.nemo(prenormalize(text, language, cardinals=not nemo_reads_cardinals),
+                         language)
+
+    def nemo(self, text: str, language: str) -> str:
+        """NeMo alone, as silma-tts 1.0.5 normalizes; the text unchanged without NeMo."""
         normalizer = self._normalizers.get(language)
         if normalizer is None:
             return text
