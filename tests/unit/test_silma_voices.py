@@ -9,6 +9,9 @@ from bridge.tts_server.engines.silma.model import MelConfig, mel_filterbank
 from bridge.tts_server.engines.silma.voices import (
     TARGET_RMS,
     LruCache,
+    _cut_text,
+    _pcm_segment,
+    _speech_ms,
     content_key,
     prepare_clip,
 )
@@ -60,6 +63,38 @@ def test_a_long_clip_is_cut_at_a_pause_and_its_transcript_in_proportion() -> Non
     kept = clip.text.split()
     assert kept == text.split()[: len(kept)]
     assert 0.3 < len(kept) / 40 < 0.7
+
+
+def test_a_cut_transcript_follows_the_speech_kept_not_the_time() -> None:
+    # 6.5 s of sound, a 3 s pause, 3 s more: the cut keeps 7.5 s (the sound and 1 s of the
+    # pause), 60% of the time but 6.5 s of the 9.5 s of speech, 68%.
+    parts = [tone(6.5), silence(3.0), tone(3.0)]
+    text = " ".join(f"w{n:02d}" for n in range(20))  # 79 characters
+    clip = prepare_clip(np.concatenate(parts), RATE, text, RATE)
+    # 0.684 * 79 = 54.1 characters, 4 a word with its space: 14 words (the time share: 12)
+    assert clip.text == " ".join(f"w{n:02d}" for n in range(14))
+
+
+def test_speech_time_leaves_out_pauses_of_100_ms_under_minus_50_dbfs() -> None:
+    def speech_ms(*parts: np.ndarray) -> int:
+        return _speech_ms(_pcm_segment(np.concatenate(parts), RATE))
+
+    assert speech_ms(tone(1.0), silence(0.3), tone(1.0)) == 2000
+    assert speech_ms(tone(1.0), silence(0.05), tone(1.0)) == 2050  # too short to be a pause
+    # a soft sound (about -47 dBFS) is speech, though under the cut's -40 dBFS
+    assert speech_ms(tone(1.0), tone(0.5, amplitude=0.006), tone(1.0)) == 2500
+
+
+def test_cut_text_keeps_the_words_over_half_inside_the_kept_share() -> None:
+    text = "one two three four"  # 18 characters
+    # half the speech, 9 characters: "three" spans 8 to 13, its middle (10.5) is past 9
+    assert _cut_text(text, 1, 2) == "one two"
+    assert _cut_text(text, 11, 18) == "one two three"  # 11: over half of "three" fits
+    assert _cut_text(text, 10, 18) == "one two"
+    assert _cut_text(text, 18, 18) == text
+    assert _cut_text(text, 0, 18) == "one"  # a transcript is never cut to nothing
+    assert _cut_text(text, 0, 0) == text  # no speech measured: nothing to go by
+    assert _cut_text("", 1, 2) == ""
 
 
 def test_content_keys_follow_samples_rate_and_transcript() -> None:

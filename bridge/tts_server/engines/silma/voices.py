@@ -7,7 +7,8 @@ upstream uses torchaudio's windowed sinc):
 - a clip over 8.05 s is cut at a long pause (1 s under -50 dBFS), else at a short one (0.1 s
   under -40 dBFS), else at 8.05 s: whole pieces are kept while they fit, at least 6 s of them.
   Upstream then re-transcribes the cut clip with Whisper, downloaded at run time; nothing is
-  downloaded here, so the transcript is shortened in proportion to the time kept instead;
+  downloaded here, so the transcript is shortened in proportion to the speech kept instead,
+  pauses left out (scripts/measure_reference_cut.py measures how close that comes);
 - silence under -42 dBFS is cut from the start, and from the end only when it lasts over 1 s;
 - 1 s of silence is appended (so the reply starts after a pause), in pydub's way: the silence
   is made at 11025 Hz and the two are joined at the higher rate, which lifts an 8 kHz clip to
@@ -43,6 +44,10 @@ CUT_PAUSES = ((1000, -50), (100, -40))
 KEEP_SILENCE_MS = 1000
 SEEK_STEP_MS = 10
 EDGE_DBFS = -42  # quieter edges are cut
+# (ms, dBFS): a gap this long and this quiet is a pause, not speech, when the transcript is cut:
+# the short pause at the long pause's level, as at -40 dBFS soft sounds count as pauses too
+# (and the measured transcript error was larger).
+SPEECH_GAP = (100, -50)
 TRAILING_KEPT_S = 1.0  # trailing silence is cut only when it is longer than this
 PAD_MS = 1000
 TARGET_RMS = 0.1
@@ -70,9 +75,9 @@ def prepare_clip(audio: np.ndarray, rate: int, text: str, model_rate: int) -> Pr
     segment = _pcm_segment(audio, rate)
     text = text.strip()
     if segment.duration_seconds > MAX_REFERENCE_S:
-        whole_ms = len(segment)
+        whole_speech_ms = _speech_ms(segment)
         segment = _cut_long(segment)
-        text = _cut_text(text, len(segment) / whole_ms)
+        text = _cut_text(text, _speech_ms(segment), whole_speech_ms)
     segment = remove_silence_edges(segment) + AudioSegment.silent(duration=PAD_MS)
     samples = np.asarray(segment.get_array_of_samples(), dtype=np.float32) / np.float32(PCM_SCALE)
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
@@ -124,11 +129,26 @@ def remove_silence_edges(segment: Any) -> Any:
     return segment
 
 
-def _cut_text(text: str, kept: float) -> str:
-    """The words of the transcript that the kept fraction of the clip most likely holds."""
+def _speech_ms(segment: Any) -> int:
+    min_gap_ms, threshold = SPEECH_GAP
+    spans = silence.detect_nonsilent(
+        segment, min_silence_len=min_gap_ms, silence_thresh=threshold, seek_step=SEEK_STEP_MS
+    )
+    return sum(end - start for start, end in spans)
+
+
+def _cut_text(text: str, kept_speech_ms: int, whole_speech_ms: int) -> str:
+    """The words of the transcript that the kept share of the clip's speech most likely holds.
+
+    Speech, not time: pauses carry no words, and they are spread unevenly (the cut keeps up to
+    1 s of the one it ends in), so a share of the time is off by how much of the pausing falls
+    on each side. Characters stand for speech time; a word is kept when over half of it fits.
+    """
     words = text.split()
     if not words:
         return text
+    # a clip with no sound above the pause level says nothing of where its words are
+    kept = kept_speech_ms / whole_speech_ms if whole_speech_ms > 0 else 1.0
     target = kept * len(text)
     spoken, count = 0, 0
     for word in words:
