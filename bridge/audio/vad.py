@@ -34,6 +34,7 @@ with warnings.catch_warnings():
 
 _BLOCK_FRAMES = 10  # frames per block of the noise floor
 _INF = float("inf")
+_NEGATE = bytes(code ^ 0x80 for code in range(256))  # mu-law code of -x for each code of x
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class VoiceDetector:
         self._floor = _INF
         self._block_sum = 0.0
         self._block_frames = 0
-        self._last_sample = b"\x00\x00"
+        self._last_negated = b"\x00\x00"  # -x of the last sample pushed
         self._frames = 0
         self._speaking = False
         self._run = 0  # frames in a row that contradict `speaking`
@@ -113,50 +114,58 @@ class VoiceDetector:
             data = mulaw  # the common case, whole 20 ms frames: no copy
         if not data:
             return []
-        # 16-bit samples with the previous push's last one in front, for the first difference.
-        samples = self._last_sample + audioop.ulaw2lin(data, 2)
-        self._last_sample = samples[-2:]
-        # x[i] - x[i-1] for every sample of `data` (clipped to 16 bits: only ever loud speech).
-        diff = audioop.add(samples[2:], audioop.mul(samples[:-2], 2, -1), 2)
-        return self._decide(self._classify(diff))
+        # x[i] - x[i-1] for every sample of `data` (clipped to 16 bits: only ever loud speech),
+        # x[-1] being the previous push's last sample. -x comes from decoding the mu-law bytes
+        # with their sign bit flipped (mu-law is sign and magnitude, so that is exact): a table
+        # lookup, where audioop.mul(x, -1) costs a clamped float multiply per sample.
+        negated = audioop.ulaw2lin(data.translate(_NEGATE), 2)
+        previous = self._last_negated + negated[:-2]
+        self._last_negated = negated[-2:]
+        diff = audioop.add(audioop.ulaw2lin(data, 2), previous, 2)
+        return self._decide_frames(diff)
 
-    def _classify(self, diff: bytes) -> list[bool]:
-        """Speech or not for each frame of the differenced samples `diff` (16-bit)."""
-        step = 2 * self._frame_len
-        flags = []
+    def _decide_frames(self, diff: bytes) -> list[VadEvent]:
+        """Classify each frame of the differenced samples `diff` (16-bit) as speech or not, and
+        decide. One loop with its state in locals: it runs for every inbound frame of every
+        call, so each attribute read and list built per frame shows in the bridge's CPU."""
+        frame_len = self._frame_len
+        step = 2 * frame_len
+        floor = self._floor
+        floor_x_margin = floor * self._margin
+        min_energy = self._min_energy
+        speaking, run, frames = self._speaking, self._run, self._frames
+        block_sum, block_frames = self._block_sum, self._block_frames
+        events: list[VadEvent] = []
         for start in range(0, len(diff), step):
             # Compared as energies (sums of squares), not dB: no logarithm per frame.
-            energy = float(audioop.rms(diff[start:start + step], 2)) ** 2 * self._frame_len
+            energy = float(audioop.rms(diff[start:start + step], 2)) ** 2 * frame_len
             # Until the first block is complete the frames so far stand in for the floor, so a
             # line that starts with noise or hum does not fire on it (speech in the first 100 ms
             # waits for a quieter block).
-            floor = self._floor if self._block_means else self._block_mean()
-            flags.append(energy > floor * self._margin and energy > self._min_energy)
-            self._block_sum += energy
-            self._block_frames += 1
-            if self._block_frames == _BLOCK_FRAMES:
-                self._block_means.append(self._block_mean())
-                self._floor = min(self._block_means)
-                self._block_sum = 0.0
-                self._block_frames = 0
-        return flags
-
-    def _block_mean(self) -> float:
-        return self._block_sum / self._block_frames if self._block_frames else _INF
-
-    def _decide(self, flags: list[bool]) -> list[VadEvent]:
-        events: list[VadEvent] = []
-        for is_speech in flags:
-            self._frames += 1
-            if is_speech != self._speaking:
-                self._run += 1
-                if self._run >= (self._end_frames if self._speaking else self._start_frames):
-                    self._speaking = not self._speaking
-                    self._run = 0
-                    kind: Literal["speech_start", "speech_end"] = (
-                        "speech_start" if self._speaking else "speech_end"
-                    )
-                    events.append(VadEvent(kind, self._frames * self._frame_len / self._rate))
+            if self._block_means:
+                is_speech = energy > floor_x_margin and energy > min_energy
             else:
-                self._run = 0
+                mean = block_sum / block_frames if block_frames else _INF
+                is_speech = energy > mean * self._margin and energy > min_energy
+            block_sum += energy
+            block_frames += 1
+            if block_frames == _BLOCK_FRAMES:
+                self._block_means.append(block_sum / block_frames)
+                floor = min(self._block_means)
+                floor_x_margin = floor * self._margin
+                block_sum, block_frames = 0.0, 0
+            frames += 1
+            if is_speech != speaking:
+                run += 1
+                if run >= (self._end_frames if speaking else self._start_frames):
+                    speaking, run = not speaking, 0
+                    kind: Literal["speech_start", "speech_end"] = (
+                        "speech_start" if speaking else "speech_end"
+                    )
+                    events.append(VadEvent(kind, frames * frame_len / self._rate))
+            else:
+                run = 0
+        self._floor = floor
+        self._speaking, self._run, self._frames = speaking, run, frames
+        self._block_sum, self._block_frames = block_sum, block_frames
         return events

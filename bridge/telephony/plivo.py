@@ -60,12 +60,6 @@ _FIELDS = Fields("Plivo")
 _b2a_base64 = binascii.b2a_base64
 
 
-def _no_timestamp(value: object) -> None:
-    # Plivo's media.timestamp is wall-clock Unix milliseconds, not the "ms since stream start"
-    # that MediaReceived carries, so it is reported as unknown rather than misread.
-    return None
-
-
 def _parse_start(msg: dict[str, Any]) -> StreamStarted:
     start = _FIELDS.require_object(msg, "start", "start")
     # Documented inside `start`; media messages carry it at the top level, so accept that too.
@@ -119,7 +113,7 @@ _PARSERS: dict[str, EventParser] = {
     "stop": _parse_stop,
 }
 
-parse_message = _FIELDS.message_parser(_PARSERS, _no_timestamp)
+parse_message = _FIELDS.message_parser(_PARSERS)
 
 
 _PAIR_SEPARATOR = re.compile("[,;]")

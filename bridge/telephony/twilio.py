@@ -25,21 +25,11 @@ from bridge.telephony.events import (
     StreamStarted,
     StreamStopped,
 )
-from bridge.telephony.jsonfields import EventParser, Fields, decimal
+from bridge.telephony.jsonfields import EventParser, Fields
 
 _FIELDS = Fields("Twilio")
 # Bound once: the media path runs ~50 times a second per call.
 _b2a_base64 = binascii.b2a_base64
-
-
-def _timestamp(value: object) -> int | None:
-    # Twilio sends a decimal string. It only feeds tracing, so an odd value must not cost the
-    # caller 20 ms of audio: anything that is not a bounded integer reads as "unknown".
-    if type(value) is str:
-        return decimal(value)
-    if type(value) is int and 0 <= value < 2**63:
-        return value
-    return None
 
 
 def _parse_start(msg: dict[str, Any]) -> StreamStarted:
@@ -109,7 +99,7 @@ _PARSERS: dict[str, EventParser] = {
     "stop": _parse_stop,
 }
 
-parse_message = _FIELDS.message_parser(_PARSERS, _timestamp)
+parse_message = _FIELDS.message_parser(_PARSERS)
 
 
 class TwilioCodec:

@@ -69,7 +69,6 @@ def test_media(name: str, track: str) -> None:
     assert isinstance(event, MediaReceived)
     assert event.payload == base64.b64decode(doc["media"]["payload"])
     assert len(event.payload) == 160
-    assert event.timestamp_ms == 5
     assert event.track == track
 
 
@@ -117,15 +116,14 @@ def _parse_media(doc: dict[str, Any]) -> MediaReceived:
     return event
 
 
-def test_media_timestamp_is_optional_and_never_fatal() -> None:
+def test_media_timestamp_is_never_read_so_never_fatal() -> None:
     doc = golden("media_inbound")
+    payload = base64.b64decode(doc["media"]["payload"])
     del doc["media"]["timestamp"]
-    assert _parse_media(doc).timestamp_ms is None
-    for odd in ("soon", "-5", "²", None, 1.5, True):
+    assert _parse_media(doc).payload == payload
+    for odd in ("soon", "-5", "²", None, 1.5, True, "9" * 5000, 2**63):
         doc["media"]["timestamp"] = odd
-        assert _parse_media(doc).timestamp_ms is None
-    doc["media"]["timestamp"] = 40
-    assert _parse_media(doc).timestamp_ms == 40
+        assert _parse_media(doc).payload == payload
 
 
 def test_media_track_defaults_to_inbound() -> None:
@@ -463,25 +461,6 @@ def test_numeric_strings_are_bounded_before_int() -> None:
     _refused(_start(mediaFormat={"sampleRate": 2**31}), "sampleRate must be a positive")
     event = parse_message(_start(mediaFormat={"sampleRate": "0" * 14 + "8000"}))
     assert isinstance(event, StreamStarted) and event.sample_rate == 8000
-    # The timestamp only feeds tracing: past the bound it reads as unknown, never fatal.
-    assert (
-        _parse_media(
-            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": five_thousand}}
-        ).timestamp_ms
-        is None
-    )
-    assert (
-        _parse_media(
-            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": "9" * 18}}
-        ).timestamp_ms
-        == 10**18 - 1
-    )
-    assert (
-        _parse_media(
-            golden("media_inbound") | {"media": {"payload": "/w==", "timestamp": 2**63}}
-        ).timestamp_ms
-        is None
-    )
 
 
 def test_encoding_is_a_bounded_media_type() -> None:
