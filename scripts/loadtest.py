@@ -3,28 +3,42 @@
     .venv/bin/pip install -e '.[bench]'      # psutil, matplotlib
     .venv/bin/python scripts/loadtest.py --levels 25,100,200 --duration 20 --plot out.png
 
-Unless --bridge-url is given, starts the sim TTS server (GPU-like: first audio 0.15 s, RTF 0.12,
-never busy) and `python -m bridge serve` with a temporary SQLite database; the bridge runs on
-core 0, this generator and the TTS server on the other cores. Per level, calls ramp up over
---ramp-up s, then talk for --duration s (each the emulator's run_call, bridge/emulator/runner.py,
-with this script's talk): after the greeting each call asks POST /calls/{id}/say
-for a three-sentence reply, waits until the emulated provider has played it out (its mark
-echoed), asks again, and so on; caller audio (silence or low noise) flows in real time the
-whole time. Then every call hangs up and the next level starts.
+Unless --bridge-url is given, starts a TTS server (GPU-like: first audio 0.15 s, RTF 0.12, never
+busy) and `python -m bridge serve` with a temporary SQLite database; the bridge runs on core 0,
+this generator and the TTS server on the other cores. Per level, calls ramp up over --ramp-up s,
+then talk for --duration s: after the greeting each call asks POST /calls/{id}/say for a
+three-sentence reply, waits until the emulated provider has played it out (its mark echoed),
+asks again, and so on; caller audio (silence or low noise) flows in real time the whole time,
+one media message per call every 20 ms. Then every call hangs up and the next level starts.
+
+The generator must cost clearly less per call than the bridge, or at 500 calls it measures its
+own core (it did: 76% + the sim TTS server's 14% of the core they share). So by default:
+- the call legs are the load test's own (loadtest_lib/caller.py): the emulator's wire classes,
+  messages, jitter buffer and report, but a WebSocket protocol of our own that handles each
+  message inside the socket read, caller frames from per-call templates written on one shared
+  timer (loadtest_lib/shared_clock.py, media_frames.py), the bridge's media read for its size
+  (outbound.py); --generator emulator runs the emulator's CallEmulator instead (run_call);
+- the TTS server is a stand-in (loadtest_lib/tts_standin.py): our protocol, the sim engine's
+  speech, first-audio latency and real-time factor, each distinct reply rendered once and then
+  replayed from memory; --tts sim runs `python -m bridge tts-server --engine sim` instead.
+What is left is the kernel's: ~10 µs of the generator's CPU per caller message written on this
+machine (the loopback's receive path runs in the sender's system call), 25,000 a second at 500
+calls.
 
 What it measures, per level (the steady window, after ramp-up):
-- TTFA: say request -> first media frame at the caller (per reply; the emulator's timings).
+- TTFA: say request -> first media frame at the caller (per reply; the caller's timings).
 - bridge overhead, bridge TTFA, mark echo lag: from GET /calls/{id}/trace of a sample of calls.
   Echo lag = playout_lag_ms (last frame sent -> echo read by the bridge) minus the utterance's
   max lead (the audio the caller still had buffered when the last frame went): what remains
   is how late the bridge read the echo behind the caller's inbound audio.
 - inbound backlog: bytes the bridge has not read yet on each call's socket (rx_queue in
   /proc/net/tcp, sampled each second), in ms of caller audio at the provider's message size.
-- underruns (the emulator's jitter buffer ran dry inside an utterance), errors, clears, CPU of
-  the bridge / TTS server / generator (psutil) and the bridge's RSS.
+- underruns (the caller's jitter buffer, bridge/emulator/playout.py, ran dry inside an
+  utterance), errors, clears, CPU of the bridge / TTS server / generator (psutil) and the
+  bridge's RSS.
 - the generator's own lateness: an event-loop probe (every 10 ms) and the media clock that
   sends every call's caller audio (how late its ticks came vs their schedule).
-- with --tts-servers 2 and --kill-tts-after S: the bridge's endpoint lists both sim servers,
+- with --tts-servers 2 and --kill-tts-after S: the bridge's endpoint lists both TTS servers,
   the first is killed (-9) S seconds into each level's steady window; TTS retries and pieces
   given up (/metrics), and the TTFA of the replies asked in the 5 s after the kill.
 
@@ -33,6 +47,9 @@ behind (probe p99 > 20 ms, or its core saturated), or other processes took the b
 (it waited, runnable, > 10% of the time: /proc schedstat). On a shared machine, --nice -10
 (as root) keeps other processes' load out of the numbers; the TTS server always runs 5 nice
 levels below the generator, whose timing matters more on the core they share.
+
+Each run is a sample on a shared machine: the README gives the median and spread of three,
+`--json` each, then `--summarize run1.json run2.json run3.json` (loadtest_lib/summary.py).
 """
 
 from __future__ import annotations
@@ -52,13 +69,16 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
 import orjson
 from loadtest_lib import servers
+from loadtest_lib.caller import open_call
+from loadtest_lib.media_frames import caller_payloads
 from loadtest_lib.meters import CpuMeter
+from loadtest_lib.shared_clock import SharedClock
 from loadtest_lib.stats import (
     MAX_OTHER_CPU_PCT,
     Dist,
@@ -69,13 +89,13 @@ from loadtest_lib.stats import (
     prometheus_totals,
     saturation_level,
     scan_log,
-    tcp_receive_queues,
 )
+from loadtest_lib.tcp_queues import receive_queues
 
 from bridge.audio.mulaw import lin2ulaw
-from bridge.emulator.call import CallEmulator
 from bridge.emulator.clock import MediaClock
-from bridge.emulator.report import UtteranceTiming
+from bridge.emulator.playout import PlayoutBuffer
+from bridge.emulator.report import CallReport, UtteranceTiming
 from bridge.emulator.runner import emulator_class, request_say, run_call
 from bridge.emulator.wire import FRAME_SECONDS, describe
 from bridge.errors import BridgeError
@@ -87,6 +107,7 @@ MAX_CALLS = 2000  # per level: bounded, whatever the command line says
 MAX_DURATION_S = 600.0
 SETUP_TIMEOUT_S = 15.0  # answer webhook + stream open, per call
 MARK_TIMEOUT_S = 30.0  # a reply not played out by then counts the call as failed
+HANGUP_TIMEOUT_S = 10.0  # the emulator's own bound (runner.py)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 LAG_PROBE_S = 0.01
 TTS_NICE_OFFSET = 5
@@ -98,10 +119,29 @@ WS_CLIENT_FRAME_OVERHEAD = 8  # header + mask of a masked text frame of 126-6553
 # --- one call ---------------------------------------------------------------------------------
 
 
+class CallLeg(Protocol):
+    """What the load test uses of a call leg: the emulator's CallEmulator (--generator
+    emulator) or the load test's own Caller (loadtest_lib/caller.py), which measure alike."""
+
+    call_sid: str
+    marks_settled: int
+    playout: PlayoutBuffer
+    clear_times: list[float]
+
+    @property
+    def closed(self) -> bool: ...
+
+    def expect_utterance(self, label: str) -> UtteranceTiming: ...
+
+    async def wait_for_marks(self, count: int) -> None: ...
+
+    def report(self) -> CallReport: ...
+
+
 @dataclass
 class CallRecord:
     provider: str
-    emulator: CallEmulator | None = None
+    emulator: CallLeg | None = None
     up: bool = False  # the media stream opened
     error: str | None = None
     replies: list[tuple[float, UtteranceTiming]] = field(default_factory=list)  # (asked, timing)
@@ -118,13 +158,14 @@ class Shared:
     base: str
     token: str | None  # the API token
     caller_audio: bytes | None
+    payloads: tuple[bytes, ...] = ()  # caller audio, base64 frames (the load test's caller)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-async def _wait_marks(em: CallEmulator, count: int) -> None:
+async def _wait_marks(em: CallLeg, count: int) -> None:
     try:
         async with asyncio.timeout(MARK_TIMEOUT_S):
             await em.wait_for_marks(count)
@@ -162,8 +203,37 @@ async def level_call(
     rec.error = report.error
 
 
+async def level_call_lite(
+    rec: CallRecord,
+    sh: Shared,
+    start_at: float,
+    end_at: float,
+    clock: SharedClock,
+    want_trace: bool,
+) -> None:
+    """`level_call` with the load test's own caller (loadtest_lib/caller.py): the same answer
+    webhook, stream, talk and hang-up, at a fraction of the emulator's cost per frame."""
+    await asyncio.sleep(start_at - asyncio.get_running_loop().time())
+    try:
+        async with asyncio.timeout(SETUP_TIMEOUT_S):
+            call = await open_call(sh.http, sh.base, rec.provider, sh.payloads, clock)
+    except TimeoutError:
+        rec.error = f"call setup: no call set up within {SETUP_TIMEOUT_S} s"
+        return
+    except (BridgeError, aiohttp.ClientError, OSError) as exc:
+        rec.error = f"call setup: {describe(exc)}"
+        return
+    try:
+        error = await _talk(rec, sh, end_at, want_trace, call)
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HANGUP_TIMEOUT_S):
+                await call.stop()
+    rec.error = call.close_reason or error
+
+
 async def _talk(
-    rec: CallRecord, sh: Shared, end_at: float, want_trace: bool, em: CallEmulator
+    rec: CallRecord, sh: Shared, end_at: float, want_trace: bool, em: CallLeg
 ) -> str | None:
     """The load test's caller: after the greeting, asks for REPLY and waits until it has
     played out, again and again until `end_at`; then fetches the trace if asked."""
@@ -297,16 +367,20 @@ class Setup:
     trace_sample: int
     inbound_bps: float
     generator_cores: int
-    tts: TTSServers | None = None  # our own sim servers (None: an outside bridge)
+    generator: str = "lite"  # whose call legs: the load test's callers, or the emulator's
+    tts: TTSServers | None = None  # our own TTS servers (None: an outside bridge)
     kill_tts_after_s: float | None = None
 
 
 class TTSServers:
-    """The sim TTS servers the bridge's endpoint lists; the first can be killed mid-level and
-    started again (same port) before the next."""
+    """The TTS servers the bridge's endpoint lists (`kind`: "standin", the pre-rendered
+    loadtest_lib/tts_standin.py, or "sim", `python -m bridge tts-server --engine sim`); the
+    first can be killed mid-level and started again (same port) before the next."""
 
-    def __init__(self, out_dir: Path, cpus: set[int] | None, count: int, **tts_args: Any):
-        self._out_dir, self._cpus, self._args = out_dir, cpus, tts_args
+    def __init__(self, out_dir: Path, cpus: set[int] | None, count: int, kind: str, *,
+                 first_audio_s: float, rtf: float, nice: int):
+        self._out_dir, self._cpus, self._kind = out_dir, cpus, kind
+        self._first_audio_s, self._rtf, self._nice = first_audio_s, rtf, nice
         self.children = [self._start(i, None) for i in range(count)]
         for child in self.children:
             child.wait_healthy("/health", 180)
@@ -314,7 +388,11 @@ class TTSServers:
     def _start(self, index: int, port: int | None) -> servers.Child:
         run_dir = self._out_dir / f"tts-{index}" if index else self._out_dir
         run_dir.mkdir(exist_ok=True)
-        return servers.start_tts(run_dir, self._cpus, port=port, **self._args)
+        if self._kind == "standin":
+            return servers.start_standin(run_dir, self._cpus, first_audio_s=self._first_audio_s,
+                                         rtf=self._rtf, nice=self._nice, port=port)
+        return servers.start_tts(run_dir, self._cpus, first_audio_s=self._first_audio_s,
+                                 rtf=self._rtf, engine="sim", nice=self._nice, port=port)
 
     @property
     def endpoint(self) -> str:
@@ -341,11 +419,7 @@ def _providers(n: int, plivo_share: float) -> list[str]:
 
 
 def _backlog_ms(port: int, bps: float) -> list[float]:
-    try:
-        text = Path("/proc/net/tcp").read_text()
-    except OSError:
-        return []
-    return [q / bps * 1000 for q in tcp_receive_queues(text, port)]
+    return [q / bps * 1000 for q in receive_queues(port)]
 
 
 async def run_level(setup: Setup, n: int) -> LevelResult:
@@ -364,11 +438,16 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     starts = [
         t_start + i * setup.ramp_up_s / n + rng.uniform(0, fpw * FRAME_SECONDS) for i in range(n)
     ]
-    clock = MediaClock(fpw)
-    tasks = [
-        asyncio.create_task(level_call(rec, sh, start, end, clock, i % trace_every == 0))
-        for i, (rec, start) in enumerate(zip(records, starts, strict=True))
-    ]
+    clock: MediaClock | SharedClock
+    if setup.generator == "emulator":
+        clock = MediaClock(fpw)
+        calls = [level_call(rec, sh, start, end, clock, i % trace_every == 0)
+                 for i, (rec, start) in enumerate(zip(records, starts, strict=True))]
+    else:
+        clock = SharedClock(fpw)
+        calls = [level_call_lite(rec, sh, start, end, clock, i % trace_every == 0)
+                 for i, (rec, start) in enumerate(zip(records, starts, strict=True))]
+    tasks = [asyncio.create_task(call) for call in calls]
     probe = LagProbe()
     probe.start()
     bridge, tts = CpuMeter.process(setup.bridge_pid), CpuMeter.process(setup.tts_pid)
@@ -406,8 +485,8 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
             metrics0 = await _metrics(sh)
         queues = []
         if setup.bridge_port:
-            # In a thread: the kernel takes ~10 ms to list a few hundred sockets, a stall
-            # the generator's own lateness would show.
+            # In a thread: the kernel takes a few ms to list a few hundred sockets, a stall
+            # the generator's own lateness would show (loadtest_lib/tcp_queues.py).
             queues = await asyncio.to_thread(_backlog_ms, setup.bridge_port, setup.inbound_bps)
         if steady_t0 is not None:
             backlog += queues
@@ -443,6 +522,8 @@ async def run_level(setup: Setup, n: int) -> LevelResult:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    if isinstance(clock, SharedClock):
+        clock.close()
     metrics1 = await _metrics(sh)
 
     _fill(result, records, steady_t0, end, killed_at)
@@ -559,6 +640,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--calls", type=int, help="concurrent calls (one level)")
     size.add_argument("--levels", help="sweep: comma-separated call counts, one run each")
+    size.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="no run: the median and spread (min-max) per level of runs saved with --json",
+    )
     p.add_argument("--duration", type=float, default=20.0, help="steady seconds per level")
     p.add_argument("--ramp-up", type=float, default=5.0, help="seconds to start a level's calls")
     p.add_argument("--plivo-share", type=float, default=0.3, help="fraction of Plivo calls")
@@ -590,7 +678,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("BRIDGE_DEFAULT_USER_TOKEN", ""),
         help="its API token (default: $BRIDGE_DEFAULT_USER_TOKEN)",
     )
+    p.add_argument(
+        "--generator",
+        choices=("lite", "emulator"),
+        default="lite",
+        help="whose call legs: the load test's own callers (loadtest_lib/caller.py: cheap per "
+        "frame) or the emulator's (bridge/emulator: what `python -m bridge call` runs)",
+    )
     own = p.add_argument_group("the processes this script starts")
+    own.add_argument(
+        "--tts",
+        choices=("standin", "sim"),
+        default="standin",
+        help="TTS server: the pre-rendered stand-in (loadtest_lib/tts_standin.py) or "
+        "`python -m bridge tts-server --engine sim`; the same protocol and latency model",
+    )
     own.add_argument("--bridge-cpu", type=int, default=0, help="core the bridge is pinned to")
     own.add_argument("--sim-first-audio", type=float, default=0.15, help="TTS first audio (s)")
     own.add_argument("--sim-rtf", type=float, default=0.12, help="TTS real-time factor")
@@ -666,9 +768,9 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 out_dir,
                 other_cpus,
                 args.tts_servers,
+                args.tts,
                 first_audio_s=args.sim_first_audio,
                 rtf=args.sim_rtf,
-                engine="sim",
                 # Below the generator on their shared core: a late media send skews every
                 # number, a TTS chunk a few ms late (0.5 s of audio each) changes nothing.
                 nice=min(19, args.nice + TTS_NICE_OFFSET),
@@ -713,6 +815,8 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                     base.rstrip("/"),
                     token or None,
                     noise_audio(longest) if args.caller_audio == "noise" else None,
+                    caller_payloads(noise_audio(longest))
+                    if args.caller_audio == "noise" else (),
                 ),
                 bridge_pid=bridge_pid,
                 tts_pid=tts_pid,
@@ -725,6 +829,7 @@ async def run(args: argparse.Namespace, out_dir: Path) -> list[LevelResult]:
                 trace_sample=args.trace_sample,
                 inbound_bps=inbound_bytes_per_second(args.plivo_share),
                 generator_cores=len(other_cpus) if other_cpus else 1,
+                generator=args.generator,
                 tts=tts,
                 kill_tts_after_s=args.kill_tts_after,
             )
@@ -768,8 +873,27 @@ def _run_async(coro: Coroutine[Any, Any, list[LevelResult]]) -> list[LevelResult
     return uvloop.run(coro)
 
 
+def summarize(paths: list[Path]) -> int:
+    from loadtest_lib.summary import format_summary, level_from_json
+
+    runs = []
+    for path in paths:
+        try:
+            data = orjson.loads(path.read_bytes())
+            runs.append([level_from_json(level) for level in data["levels"]])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            print(f"error: {path}: not a --json output of this script ({exc})", file=sys.stderr)
+            return 2
+    print(format_summary(runs))
+    if any(r.invalid for run in runs for r in run):
+        print("\n" + format_summary(runs, valid_only=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
     try:
         import psutil  # noqa: F401 - fail early with the fix, not mid-run
     except ImportError:

@@ -1,5 +1,6 @@
-"""The processes under test: the sim TTS server and one bridge, each pinned to its own cores,
-started on loopback with their stderr in files, stopped with SIGTERM (then SIGKILL)."""
+"""The processes under test: the TTS server (the sim engine's, or the pre-rendered stand-in)
+and one bridge, each pinned to its own cores, started on loopback with their stderr in files,
+stopped with SIGTERM (then SIGKILL)."""
 
 from __future__ import annotations
 
@@ -84,10 +85,12 @@ def start_child(
     url: str,
     nice: int = 0,
     src: Path = REPO,
+    module: str = "bridge",
 ) -> Child:
-    """`python -m bridge ARGS` with `env` on top of a BRIDGE_*-free environment, on `cpus`, at
-    scheduling priority `nice` (the caller checked it may set it). `src`: the source tree whose
-    `bridge` runs (another checkout: an older commit measured side by side)."""
+    """`python -m MODULE ARGS` (the bridge by default) with `env` on top of a BRIDGE_*-free
+    environment, on `cpus`, at scheduling priority `nice` (the caller checked it may set it).
+    `src`: the source tree whose `bridge` runs (another checkout: an older commit measured
+    side by side)."""
     log = log_path.open("wb")
 
     def pin() -> None:  # in the child before exec: every thread it ever starts inherits this
@@ -97,7 +100,7 @@ def start_child(
             os.setpriority(os.PRIO_PROCESS, 0, nice)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", *args],
+        [sys.executable, "-m", module, *args],
         cwd=src,
         env={**_clean_env(), **env},
         stdin=subprocess.DEVNULL,
@@ -183,3 +186,38 @@ def start_bridge(
     }
     return start_child("bridge", ["serve"], env, cpus, run_dir / "bridge.stderr.log", url, nice,
                        src)
+
+
+def start_standin(
+    run_dir: Path,
+    cpus: set[int] | None,
+    *,
+    first_audio_s: float,
+    rtf: float,
+    nice: int = 0,
+    port: int | None = None,
+) -> Child:
+    """The pre-rendered TTS stand-in (tts_standin.py): the sim engine's speech and latency
+    model on our protocol, its replies served from memory; as `start_tts` for the rest."""
+    port = port or free_port()
+    args = [
+        "--port", str(port),
+        "--first-audio", str(first_audio_s),
+        "--rtf", str(rtf),
+        # Room for every request at once, as start_tts gives the sim server: never busy.
+        "--concurrency", "10000",
+        "--max-queue", "10000",
+        # Kept across runs: the first start renders the sim's speech with Piper (seconds).
+        "--cache-dir", str(REPO / "data" / "sim-cache"),
+    ]
+    env = {"PYTHONPATH": str(REPO / "scripts"), "BRIDGE_LOG_LEVEL": "warning"}
+    return start_child(
+        "tts-standin",
+        args,
+        env,
+        cpus,
+        run_dir / "tts.stderr.log",
+        f"http://127.0.0.1:{port}",
+        nice,
+        module="loadtest_lib.tts_standin",
+    )
