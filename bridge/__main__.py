@@ -9,7 +9,7 @@ import gc
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError
 from bridge.settings import Settings, load_settings
@@ -19,26 +19,30 @@ if TYPE_CHECKING:
     from bridge.web.app import AppConfig
     from bridge.web.context import BridgeContext
     from bridge.web.services import Services
+    from bridge.workers import WorkerRole
 
 
-def _run(main: object) -> None:
+def _run(main: object) -> Any:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
+        return asyncio.run(main)  # type: ignore[arg-type]
     else:
-        uvloop.run(main)  # type: ignore[arg-type]
+        return uvloop.run(main)  # type: ignore[arg-type]
 
 
-async def _until_drained(ctx: BridgeContext) -> None:
+async def _until_drained(ctx: BridgeContext, worker: WorkerRole | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain the calls (bridge/web/drain.py); a signal
-    during the drain hurries it."""
+    during the drain hurries it. A worker also drains when its supervisor is gone."""
     from bridge.web.drain import Drainer
 
     drainer = Drainer(ctx)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, drainer.signalled)
+    if worker is not None:
+        worker.watch_lifeline(drainer.signalled)
+        worker.announce(ctx.settings)  # ready once a signal drains it: never before
     await drainer.run()
 
 
@@ -73,22 +77,47 @@ async def _serve(settings: Settings) -> None:
         await _listen(settings, services, config)
 
 
-async def _listen(settings: Settings, services: Services, config: AppConfig) -> None:
+async def _serve_worker(settings: Settings, index: int) -> None:
+    """Worker `index` of `serve --workers N` (bridge/workers.py): a whole bridge, on the shared
+    port and on one of its own, which is its address in the fleet."""
+    from bridge.web.app import AppConfig
+    from bridge.web.services import open_services
+    from bridge.workers import WorkerRole
+
+    config = AppConfig.check(settings)
+    worker, settings = WorkerRole.bind(settings, index)
+    try:
+        async with open_services(settings) as services:
+            await _listen(settings, services, config, worker)
+    finally:
+        worker.close()
+
+
+async def _listen(settings: Settings, services: Services, config: AppConfig,
+                  worker: WorkerRole | None = None) -> None:
     from aiohttp import web
 
     from bridge.web.app import create_app, create_ops_app
     from bridge.web.context import CONTEXT
 
     app = create_app(services, config)
+    if worker is not None:
+        worker.mark(app)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     runners = [runner]
     try:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        if worker is None:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        else:
+            await worker.listen(runner, settings)
         if settings.ops_port:
             # The ops endpoints without a credential: a listener of their own, so the operator
             # can keep it off the network that carriers and tenants reach.
-            ops = web.AppRunner(create_ops_app(app[CONTEXT]), access_log=None)
+            ops_app = create_ops_app(app[CONTEXT])
+            if worker is not None:
+                worker.mark(ops_app)
+            ops = web.AppRunner(ops_app, access_log=None)
             runners.insert(0, ops)
             await ops.setup()
             await web.TCPSite(ops, settings.ops_host, settings.ops_port).start()
@@ -101,10 +130,11 @@ async def _listen(settings: Settings, services: Services, config: AppConfig) -> 
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)
         _watch_gc_pauses()
-        print(f"bridge listening on http://{settings.host}:{settings.port} "
-              f"(settings page: http://{settings.host}:{settings.port}/settings)",
-              file=sys.stderr, flush=True)
-        await _until_drained(app[CONTEXT])
+        if worker is None:
+            print(f"bridge listening on http://{settings.host}:{settings.port} "
+                  f"(settings page: http://{settings.host}:{settings.port}/settings)",
+                  file=sys.stderr, flush=True)
+        await _until_drained(app[CONTEXT], worker)  # a worker says it is ready there
     finally:
         for each in runners:  # ops first, then the main app (it closes what the drain left)
             await each.cleanup()
@@ -116,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the bridge (and a local TTS server if needed)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int,
+                       help="worker processes sharing the port (default BRIDGE_WORKERS, 1); "
+                            "more than 1 needs BRIDGE_REDIS_URL")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # the supervisor's
     tts = commands.add_parser("tts-server", help="run the SILMA TTS API server")
     tts.add_argument("--host")
     tts.add_argument("--port", type=int)
@@ -139,7 +173,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             settings = settings.replace(host=args.host or settings.host,
                                         port=args.port or settings.port)
-            _run(_serve(settings))
+            workers = settings.workers if args.workers is None else args.workers
+            if args.worker_index is not None:
+                import structlog
+
+                from bridge.workers import whole_lines
+
+                whole_lines()
+                structlog.contextvars.bind_contextvars(worker=args.worker_index)
+                _run(_serve_worker(settings, args.worker_index))
+            elif workers == 1:
+                _run(_serve(settings))
+            else:
+                from bridge.workers import supervise, whole_lines
+
+                whole_lines()
+                return int(_run(supervise(settings, workers)))
         else:
             from bridge.tts_server.app import run
 

@@ -54,6 +54,9 @@ class SilmaSettings:
     # Let users point their endpoint at loopback/private/CGNAT addresses (a laptop, a LAN GPU box).
     # Link-local and cloud metadata addresses stay refused regardless.
     allow_private_endpoints: bool = False
+    # Local mode speaks through the TTS server at this URL instead of starting one: what
+    # `serve --workers N` tells its workers, so that the one its supervisor runs serves them all.
+    local_server_url: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,12 +198,18 @@ class FleetSettings:
     # A bridge not heard of for this long is gone: its calls are filed as ended ("bridge lost").
     ttl_s: float = 6.0
     trace_ttl_s: float = 86_400.0
+    # With `serve --workers N`: worker i also listens on host:worker_port + i, its own address
+    # for requests the fleet forwards to it (its internal URL); 0 = a free port each picks.
+    worker_port: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # `serve` processes sharing host:port (SO_REUSEPORT), each a fleet member; 1 = this process
+    # alone (bridge/workers.py).
+    workers: int = 1
     public_url: str = "http://127.0.0.1:8080"
     log_format: str = "console"
     log_level: str = "info"
@@ -306,6 +315,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"BRIDGE_PUBLIC_URL must be http(s)://, not {s.public_url!r}")
     if not 0 <= s.ops_port <= 65535:
         raise ConfigError("BRIDGE_OPS_PORT must be between 0 and 65535")
+    if s.workers < 1:
+        raise ConfigError("BRIDGE_WORKERS must be at least 1")
+    if not 0 <= s.fleet.worker_port <= 65535:
+        raise ConfigError("BRIDGE_FLEET_WORKER_PORT must be between 0 and 65535")
+    if s.silma.local_server_url and not s.silma.local_server_url.startswith(
+            ("http://", "https://")):
+        raise ConfigError("BRIDGE_SILMA_LOCAL_SERVER_URL must be an http(s):// URL")
     if s.log_format not in {"json", "console"}:
         raise ConfigError("BRIDGE_LOG_FORMAT must be 'json' or 'console'")
     if s.agent.kind not in {"scripted", "remote"}:

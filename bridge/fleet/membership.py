@@ -286,6 +286,8 @@ class Membership:
                 await loop()
                 return
             except Exception as exc:  # the task root: logged with its reason, then again
+                if (me := asyncio.current_task()) is not None and me.cancelling():
+                    raise asyncio.CancelledError from exc  # stop()'s, made an error by redis
                 log.warning("fleet_task_failed", task=name, error=f"{type(exc).__name__}: "
                             f"{exc}"[:300], retry_in_s=backoff)
                 await asyncio.sleep(backoff)  # the backoff itself

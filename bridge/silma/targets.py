@@ -46,11 +46,15 @@ class TTSTargets:
             resolved = self._resolve(row)
             if isinstance(resolved, TTSTarget):
                 keys.add(resolved.pool_key)
+            elif self._silma.local_server_url:
+                keys.add(resolved.at(self._silma.local_server_url).pool_key)
             elif self._local is not None:
                 keys.add(resolved.at(self._local.url).pool_key)
         return keys
 
     async def _local_url(self) -> str:
+        if self._silma.local_server_url:  # one another process runs (serve --workers N)
+            return self._silma.local_server_url
         async with self._local_lock:
             if self._local is None or self._local.down:
                 # First need, or the child was given up on after repeated failures: a fresh
