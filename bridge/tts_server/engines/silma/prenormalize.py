@@ -94,7 +94,7 @@ def prenormalize(text: str, language: str, *, cardinals: bool = False) -> str:
     for rule in _RULES_AR if arabic else _RULES_EN:
         text = rule(text)
     if cardinals:
-        for rule in _NUMBERS_AR if arabic else _NUMBERS_EN:
+        for rule in _NUMBERS["ar" if arabic else "en"]:
             text = rule(text)
     return text
 
@@ -394,13 +394,14 @@ _RULES_AR = (
     _sub(_DOTTED, _dotted("ar")),
     _sub(_ORDINAL_AR, _ordinal_ar),
 )
-_NUMBERS_EN = (
-    _sub(_CURRENCY, _currency("en")),
-    _sub(_PERCENT, _percent("en")),
-    _sub(_NUMBER, _number("en")),
-)
-_NUMBERS_AR = (
-    _sub(_CURRENCY, _currency("ar")),
-    _sub(_PERCENT, _percent("ar")),
-    _sub(_NUMBER, _number("ar")),
-)
+
+
+def _number_rules(language: str) -> tuple[Callable[[str], str], ...]:
+    return (
+        _sub(_CURRENCY, _currency(language)),
+        _sub(_PERCENT, _percent(language)),
+        _sub(_NUMBER, _number(language)),
+    )
+
+
+_NUMBERS = {language: _number_rules(language) for language in ("en", "ar")}
