@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 # and vocos go in without their declared dependencies (torchaudio, gradio, transformers, ...),
 # which cannot resolve beside the CPU torch and which the engine never imports; catt-tashkeel
 # (the "catt" diacritizer) too, since its onnxruntime-gpu would displace onnxruntime. NeMo
-# ([silma-text], about 1 GB) is tested too: tests/integration/test_silma_nemo.py.
+# ([silma-text], about 1 GB) is tested too: tests/integration/test_silma_nemo.py; so is the
+# offline speech-to-text ([stt]: tests/integration/test_stt_pocketsphinx.py).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,silma,silma-text,otel]'
+	$(BIN)/python -m pip install -q -e '.[test,silma,silma-text,otel,stt]'
 	$(BIN)/python -m pip install -q --no-deps silma-tts==1.0.5 vocos==0.1.0 catt-tashkeel==1.0.2
 	touch $@
 

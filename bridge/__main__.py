@@ -1,4 +1,4 @@
-"""Command line: `python -m bridge serve | tts-server | call | users`."""
+"""Command line: `silma-bridge` (or `python -m bridge`) `serve | tts-server | call | users`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import importlib.metadata
 import signal
 import sys
 import time
@@ -97,13 +98,14 @@ async def _listen(settings: Settings, services: Services, config: AppConfig,
                   worker: WorkerRole | None = None) -> None:
     from aiohttp import web
 
+    from bridge.web.access_log import StructlogAccessLogger
     from bridge.web.app import create_app, create_ops_app
     from bridge.web.context import CONTEXT
 
     app = create_app(services, config)
     if worker is not None:
         worker.mark(app)
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, shutdown_timeout=5.0, access_log_class=StructlogAccessLogger)
     runners = [runner]
     try:
         await runner.setup()
@@ -140,40 +142,114 @@ async def _listen(settings: Settings, services: Services, config: AppConfig,
             await each.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the bridge (and a local TTS server if needed)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int,
-                       help="worker processes sharing the port (default BRIDGE_WORKERS, 1); "
-                            "more than 1 needs BRIDGE_REDIS_URL")
+def _version() -> str:
+    try:
+        return importlib.metadata.version("silma-bridge")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown (not installed)"
+
+
+def _prog() -> str:
+    """How the user started us, for usage lines: `python -m bridge` or the console command."""
+    return "python -m bridge" if sys.argv[0].endswith("__main__.py") else "silma-bridge"
+
+
+def build_parser(settings: Settings | None) -> argparse.ArgumentParser:
+    """The command line. Option defaults are the values `settings` hold, so --help shows what
+    a run would use; None (the settings did not load): the built-in defaults are shown, so that
+    --help and --version still work, and main() reports the error after parsing."""
+    shown = settings or Settings()
+    helpful = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=_prog(), formatter_class=helpful,
+        description="SILMA telephony media bridge: Twilio and Plivo calls spoken by SILMA TTS. "
+                    "Settings come from bridge/default.toml (or BRIDGE_CONFIG) and BRIDGE_* "
+                    "environment variables; options given here override them.")
+    parser.add_argument("--version", action="version", version=f"silma-bridge {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve", formatter_class=helpful,
+        help="run the bridge (and a local TTS server if no SILMA endpoint is set)",
+        description="Run the bridge: carrier webhooks, media streams, control API, settings "
+                    "page. With no SILMA endpoint configured it also starts the local TTS "
+                    "server. SIGTERM drains the live calls before exiting.")
+    serve.add_argument("--host", default=shown.host,
+                       help=_setting("address to listen on", "BRIDGE_HOST"))
+    serve.add_argument("--port", type=_port, default=shown.port,
+                       help=_setting("port to listen on", "BRIDGE_PORT"))
+    serve.add_argument("--workers", type=_positive, default=shown.workers,
+                       help=_setting("processes sharing the port (more than 1 needs "
+                                     "BRIDGE_REDIS_URL)", "BRIDGE_WORKERS"))
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # the supervisor's
-    tts = commands.add_parser("tts-server", help="run the SILMA TTS API server")
-    tts.add_argument("--host")
-    tts.add_argument("--port", type=int)
-    tts.add_argument("--engine", choices=("piper", "silma", "sim"))
-    commands.add_parser("call", help="emulate a Twilio call toward a bridge", add_help=False)
+    tts = commands.add_parser(
+        "tts-server", formatter_class=helpful, help="run the SILMA TTS API server",
+        description="Run the SILMA TTS API server on its own (WebSocket, HTTP and SILMA's "
+                    "public API v2).")
+    tts.add_argument("--host", default=shown.tts_server.host,
+                     help=_setting("address to listen on", "BRIDGE_TTS_SERVER_HOST"))
+    tts.add_argument("--port", type=_port, default=shown.tts_server.port,
+                     help=_setting("port to listen on", "BRIDGE_TTS_SERVER_PORT"))
+    tts.add_argument("--engine", choices=("piper", "silma", "sim"),
+                     default=shown.tts_server.engine,
+                     help=_setting("piper: offline on the CPU; silma: the SILMA model (a GPU, "
+                                   "the [silma] extra); sim: a timing stand-in for load tests",
+                                   "BRIDGE_TTS_SERVER_ENGINE"))
+    # Parsed by bridge/emulator/cli.py (main() hands it the rest of the line); listed here for
+    # the command list and `--help`.
+    commands.add_parser("call", help="emulate a Twilio or Plivo call toward a running bridge",
+                        add_help=False)
     from bridge import users_cli
 
     users_cli.add_arguments(commands.add_parser("users", help="manage users and access tokens"))
+    return parser
 
+
+def _setting(what: str, variable: str) -> str:
+    """An option's help: what it sets, and where its default comes from."""
+    return f"{what} (default %(default)s: {variable} or the settings file)"
+
+
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535, "a port (1-65535)")
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, None, "a whole number of at least 1")
+
+
+def _whole(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["call"]:
         from bridge.emulator.cli import main as call_main
 
-        return call_main(argv[1:])
-    args = parser.parse_args(argv)
+        return call_main(argv[1:], prog=f"{_prog()} call")
     try:
-        settings = load_settings()
+        settings: Settings | None = load_settings()
+    except BridgeError as exc:
+        settings, problem = None, exc
+    args = build_parser(settings).parse_args(argv)
+    if settings is None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
         configure_logging(settings.log_format, settings.log_level)
         if args.command == "users":
+            from bridge import users_cli
+
             return users_cli.main(args, settings)
         if args.command == "serve":
-            settings = settings.replace(host=args.host or settings.host,
-                                        port=args.port or settings.port)
-            workers = settings.workers if args.workers is None else args.workers
+            settings = settings.replace(host=args.host, port=args.port)
+            workers = args.workers
             if args.worker_index is not None:
                 import structlog
 
@@ -192,9 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bridge.tts_server.app import run
 
-            overrides = {k: v for k in ("host", "port", "engine")
-                         if (v := getattr(args, k)) is not None}
-            run(dataclasses.replace(settings.tts_server, **overrides))
+            run(dataclasses.replace(settings.tts_server, host=args.host, port=args.port,
+                                    engine=args.engine))
     except BridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Typed settings: defaults from config/default.toml, overridden by BRIDGE_* environment variables.
+"""Typed settings: defaults from bridge/default.toml, overridden by BRIDGE_* environment variables.
 
 This is the only module that reads the environment. A top-level key `port` is overridden by
 BRIDGE_PORT, a key `port` of section [tts_server] by BRIDGE_TTS_SERVER_PORT. Values are parsed by
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,8 +17,13 @@ from typing import Any, get_type_hints
 
 from bridge.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"  # package data: in the wheel
 ENV_PREFIX = "BRIDGE_"
+# An in-process agent: "python:" then an importable module path and the factory's name in it.
+PYTHON_AGENT = re.compile(r"python:(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)"
+                          r":(?P<factory>[A-Za-z_]\w*)")
+AGENT_KINDS = ("scripted", "remote", "llm")
+STT_BACKENDS = ("none", "pocketsphinx", "openai", "deepgram")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +104,9 @@ class PlivoSettings:
 class CallSettings:
     lead_ms: int = 200
     max_frames_per_message: int = 5
+    # Inbound messages a socket read takes once media flows (SO_RCVLOWAT): fewer wake-ups and
+    # reads for at most (n - 1) x 20 ms more on what the caller sends; 1 = each at once.
+    coalesce_reads: int = 2
     mark_timeout_s: float = 5.0
     # Twilio and Plivo send media every 20 ms for the whole call: a stream silent this long has
     # lost its peer, and the call ends "inactive".
@@ -123,13 +132,45 @@ class AdmissionSettings:
 
 @dataclasses.dataclass(frozen=True)
 class AgentSettings:
-    # "scripted" (greeting and DTMF replies below) or "remote" (a WebSocket agent at remote_url).
+    # "scripted" (greeting and DTMF replies below), "remote" (a WebSocket agent at remote_url),
+    # "llm" (an OpenAI-compatible chat-completions model) or "python:package.module:factory"
+    # (an agent in this process).
     kind: str = "scripted"
     remote_url: str = ""
     remote_connect_timeout_s: float = 3.0
+    # Sent as the Authorization header of the remote agent's WebSocket upgrade.
+    remote_authorization: str = dataclasses.field(default="", repr=False)
+    remote_reconnect_attempts: int = 3
+    # Said when the agent (remote or llm) cannot be reached or fails to answer in time.
+    fallback: str = "Sorry, I am having trouble right now. Please call again later."
     greeting: str = ""
     goodbye: str = "Goodbye!"
     dtmf: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str = dataclasses.field(default="", repr=False)
+    llm_system_prompt: str = ("You are a helpful voice assistant on a phone call. Answer in "
+                              "short spoken sentences, without lists or markup.")
+    llm_temperature: float = 0.7
+    llm_max_tokens: int = 400
+    llm_first_token_timeout_s: float = 4.0
+    llm_request_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SttSettings:
+    # "none", "pocketsphinx" (offline, English), "openai" (an OpenAI-compatible
+    # /audio/transcriptions endpoint, per utterance) or "deepgram" (streaming WebSocket).
+    backend: str = "none"
+    url: str = ""  # the backend's base URL; empty: its public service
+    api_key: str = dataclasses.field(default="", repr=False)
+    model: str = ""
+    language: str = "en"
+    # "voice": any voice activity interrupts the agent; "words": only a transcript of at least
+    # barge_in_min_words words does (a cough does not cut the agent off).
+    barge_in: str = "voice"
+    barge_in_min_words: int = 1
+    request_timeout_s: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +286,7 @@ class Settings:
     call: CallSettings = dataclasses.field(default_factory=CallSettings)
     admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
     agent: AgentSettings = dataclasses.field(default_factory=AgentSettings)
+    stt: SttSettings = dataclasses.field(default_factory=SttSettings)
     tts_server: TTSServerSettings = dataclasses.field(default_factory=TTSServerSettings)
 
     def replace(self, **changes: Any) -> Settings:
@@ -297,7 +339,7 @@ def _build(cls: type, table: Mapping[str, Any], env: Mapping[str, str], env_name
 def load_settings(
     path: Path | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the config file (default config/default.toml), then apply BRIDGE_* variables."""
+    """Read the config file (default bridge/default.toml), then apply BRIDGE_* variables."""
     env = os.environ if env is None else env
     path = Path(env.get("BRIDGE_CONFIG", "")) if path is None and env.get("BRIDGE_CONFIG") else path
     path = path or DEFAULT_CONFIG
@@ -324,10 +366,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_SILMA_LOCAL_SERVER_URL must be an http(s):// URL")
     if s.log_format not in {"json", "console"}:
         raise ConfigError("BRIDGE_LOG_FORMAT must be 'json' or 'console'")
-    if s.agent.kind not in {"scripted", "remote"}:
-        raise ConfigError("BRIDGE_AGENT_KIND must be scripted or remote")
-    if s.agent.kind == "remote" and not s.agent.remote_url.startswith(("ws://", "wss://")):
-        raise ConfigError("BRIDGE_AGENT_REMOTE_URL must be a ws:// or wss:// URL")
+    _validate_agent(s.agent)
+    _validate_stt(s.stt)
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("BRIDGE_REDIS_URL must be redis://, rediss:// or unix://")
     if not 0 < s.fleet.heartbeat_s < s.fleet.ttl_s:
@@ -348,6 +388,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("BRIDGE_TTS_SERVER_ENGINE must be piper, silma or sim")
     if not 20 <= s.call.lead_ms <= 1000:
         raise ConfigError("BRIDGE_CALL_LEAD_MS must be between 20 and 1000")
+    if not 1 <= s.call.coalesce_reads <= 4:
+        raise ConfigError("BRIDGE_CALL_COALESCE_READS must be between 1 and 4")
     if s.call.max_frames_per_message < 1:
         raise ConfigError("BRIDGE_CALL_MAX_FRAMES_PER_MESSAGE must be at least 1")
     if not 0 < s.call.inactivity_timeout_s <= 3600:
@@ -367,3 +409,59 @@ def _validate(s: Settings) -> None:
                           "max_calls >= 0 and 0 < first_words_s <= 60")
     if len(s.admission.busy_message) > 500:
         raise ConfigError("BRIDGE_ADMISSION_BUSY_MESSAGE: at most 500 characters")
+
+
+def _validate_agent(a: AgentSettings) -> None:
+    if a.kind not in AGENT_KINDS and not PYTHON_AGENT.fullmatch(a.kind):
+        raise ConfigError(f"BRIDGE_AGENT_KIND must be {', '.join(AGENT_KINDS)} or "
+                          f"python:package.module:factory, not {a.kind!r}")
+    if a.kind == "remote" and not a.remote_url.startswith(("ws://", "wss://")):
+        raise ConfigError("BRIDGE_AGENT_REMOTE_URL must be a ws:// or wss:// URL")
+    if not 0 < a.remote_connect_timeout_s <= 60:
+        raise ConfigError("BRIDGE_AGENT_REMOTE_CONNECT_TIMEOUT_S must be over 0 and at most 60")
+    if not 0 <= a.remote_reconnect_attempts <= 20:
+        raise ConfigError("BRIDGE_AGENT_REMOTE_RECONNECT_ATTEMPTS must be between 0 and 20")
+    if any(c in a.remote_authorization for c in "\r\n"):
+        raise ConfigError("BRIDGE_AGENT_REMOTE_AUTHORIZATION must be one line (a header value)")
+    for name, text in (("FALLBACK", a.fallback), ("GREETING", a.greeting),
+                       ("GOODBYE", a.goodbye)):
+        if len(text) > 2000:
+            raise ConfigError(f"BRIDGE_AGENT_{name}: at most 2000 characters")
+    if a.kind == "llm":
+        if not a.llm_base_url.startswith(("http://", "https://")):
+            raise ConfigError("BRIDGE_AGENT_LLM_BASE_URL must be an http(s):// URL")
+        if not a.llm_model:
+            raise ConfigError("BRIDGE_AGENT_LLM_MODEL must name the model")
+    if len(a.llm_system_prompt) > 20_000:
+        raise ConfigError("BRIDGE_AGENT_LLM_SYSTEM_PROMPT: at most 20,000 characters")
+    if not 0 <= a.llm_temperature <= 2:
+        raise ConfigError("BRIDGE_AGENT_LLM_TEMPERATURE must be between 0 and 2")
+    if not 1 <= a.llm_max_tokens <= 16_384:
+        raise ConfigError("BRIDGE_AGENT_LLM_MAX_TOKENS must be between 1 and 16384")
+    if not 0 < a.llm_first_token_timeout_s <= a.llm_request_timeout_s <= 600:
+        raise ConfigError("agent: need 0 < BRIDGE_AGENT_LLM_FIRST_TOKEN_TIMEOUT_S <= "
+                          "BRIDGE_AGENT_LLM_REQUEST_TIMEOUT_S <= 600")
+
+
+def _validate_stt(t: SttSettings) -> None:
+    if t.backend not in STT_BACKENDS:
+        raise ConfigError(f"BRIDGE_STT_BACKEND must be one of {', '.join(STT_BACKENDS)}, "
+                          f"not {t.backend!r}")
+    schemes = ("ws://", "wss://", "http://", "https://") if t.backend == "deepgram" \
+        else ("http://", "https://")
+    if t.url and not t.url.startswith(schemes):
+        raise ConfigError(f"BRIDGE_STT_URL must start with {' or '.join(schemes)} "
+                          f"for stt.backend = {t.backend}")
+    if t.barge_in not in {"voice", "words"}:
+        raise ConfigError("BRIDGE_STT_BARGE_IN must be voice or words")
+    if t.barge_in == "words" and t.backend == "none":
+        raise ConfigError("BRIDGE_STT_BARGE_IN = words needs a BRIDGE_STT_BACKEND (the words "
+                          "come from speech to text)")
+    if not 1 <= t.barge_in_min_words <= 20:
+        raise ConfigError("BRIDGE_STT_BARGE_IN_MIN_WORDS must be between 1 and 20")
+    if not 0 < t.request_timeout_s <= 120:
+        raise ConfigError("BRIDGE_STT_REQUEST_TIMEOUT_S must be over 0 and at most 120")
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,16}", t.language):
+        raise ConfigError("BRIDGE_STT_LANGUAGE must be a language code such as en or en-US")
+    if len(t.model) > 128:
+        raise ConfigError("BRIDGE_STT_MODEL: at most 128 characters")

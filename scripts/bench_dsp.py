@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Speed of the outbound DSP path (24 kHz float32 -> 8 kHz mu-law 20 ms frames) on one core.
 
 Feeds the same speech-like signal through TelephonyEncoder in 20 ms, 40 ms and 1 s pieces and

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """What the bridge's media socket saves: server CPU per provider media message when each message
 goes to the call's handler inside the socket read (MediaSocket, bridge/web/media_socket.py, what
 the bridge does) vs through aiohttp's queue and an `async for` over the socket (aiohttp's public

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """CPU per provider media message of what a call does first with each one, this tree vs a commit.
 
     .venv/bin/python scripts/bench_inbound_message.py [--baseline REV] [--rounds 5]

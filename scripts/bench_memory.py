@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Does the bridge leak? Its resident size after many calls against its size after a few.
 
     .venv/bin/python scripts/bench_memory.py [--calls 1000] [--wave 50]

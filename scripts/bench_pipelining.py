@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Time to first audio of a three-sentence reply, with and without pipelining, side by side.
 
     .venv/bin/python scripts/bench_pipelining.py [--runs 10] [--first-audio 0.15] [--rtf 0.12]

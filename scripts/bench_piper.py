@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Real-time factor of the Piper engine on this machine (RTF = synthesis time / audio time).
 
 Speaks a few sentences one at a time through the TTS server's Piper engine, printing each as it

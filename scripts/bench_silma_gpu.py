@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Benchmark the silma engine: time to first chunk and real-time factor at several concurrencies.
 
 Writes a SILMA model of the released size with random weights (the compute of a forward pass

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A small remote agent for the bridge (README, "Remote agents").
 
     python scripts/example_agent.py --port 8765

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Load test: N concurrent emulated Twilio/Plivo calls on one bridge process pinned to one core.
 
     .venv/bin/pip install -e '.[bench]'      # psutil, matplotlib

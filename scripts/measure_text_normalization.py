@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """What NeMo 1.1.0 reads of numbers, beside the pre-normalizer and the two together.
 
 For a table of agent replies with times, dates, phone numbers, ordinals, money and counts, in

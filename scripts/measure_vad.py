@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Barge-in VAD candidates on real speech and line noise, side by side; prints tables.
 
 Material, built offline: sentences spoken by Piper (the joe voice shipped on PyPI, its sampling

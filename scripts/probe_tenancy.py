@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The tenancy audit's probes (issue 14), re-run on the wire against a real bridge on 127.0.0.1.
 
 Starts our TTS server (Piper) and a bridge in this process, with two tenants besides the

@@ -1,12 +1,19 @@
 """What an agent is: it is told what happens on a call and answers through the call's controls.
 
-Events are plain records so a remote agent can receive them as JSON unchanged.
+Events are plain records so a remote agent can receive them as JSON unchanged. Every agent kind
+(scripted, remote, llm, an in-process `python:` factory) gets the same events and the same
+controls: this module is the interface an agent author codes against (README, "Agents").
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Protocol
+
+# What the caller said, from the call's speech-to-text (when one is configured): partials as
+# they firm up, then one final per stretch of speech. Defined with the STT interface, which
+# produces it; re-exported here because to an agent it is one event among the others.
+from bridge.stt.base import Transcript as Transcript
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +81,13 @@ class CallEnded:
     reason: str
 
 
-AgentEvent = (CallStarted | SpeechStarted | SpeechEnded | Dtmf | PlaybackFinished
+AgentEvent = (CallStarted | SpeechStarted | SpeechEnded | Dtmf | Transcript | PlaybackFinished
               | Interrupted | PlaybackFailed | CallEnded)
 
 EVENT_NAMES: dict[type, str] = {
     CallStarted: "call_started", SpeechStarted: "speech_started", SpeechEnded: "speech_ended",
-    Dtmf: "dtmf", PlaybackFinished: "playback_finished", Interrupted: "interrupted",
-    PlaybackFailed: "playback_failed", CallEnded: "call_ended",
+    Dtmf: "dtmf", Transcript: "transcript", PlaybackFinished: "playback_finished",
+    Interrupted: "interrupted", PlaybackFailed: "playback_failed", CallEnded: "call_ended",
 }
 
 
@@ -113,6 +120,11 @@ class CallControl(Protocol):
 
     async def hangup(self, goodbye: str | None = None) -> None:
         """Optionally say goodbye and wait until it is heard, then end the call."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play the tones of `digits` (0-9, *, #, A-D; `w` waits half a second; at most 32)
+        after whatever is queued, as an utterance of its own (an IVR on the far side hears them
+        in band). Refused like a say past the call's bound; ValueError for what it cannot play."""
 
 
 class Agent(Protocol):

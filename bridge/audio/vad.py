@@ -94,16 +94,19 @@ class VoiceDetector:
         """
         self._pending.clear()
         self._block_means.clear()
-        self._floor = _INF
+        self._threshold: float | None = None  # margin over the floor; None until a block
         self._block_sum = 0.0
         self._block_frames = 0
-        self._last_negated = b"\x00\x00"  # -x of the last sample pushed
+        self._last_code = b"\xff"  # mu-law code of the last sample pushed (0xff: zero)
         self._frames = 0
         self._speaking = False
         self._run = 0  # frames in a row that contradict `speaking`
 
     def push(self, mulaw: bytes) -> list[VadEvent]:
-        """Consume caller audio; the events decided in the whole frames it completes."""
+        """Consume caller audio; the events decided in the whole frames it completes.
+
+        One method with its state in locals: it runs for every inbound message of every call,
+        so each call, attribute read and list built per frame shows in the bridge's CPU."""
         frame_len = self._frame_len
         if self._pending or len(mulaw) % frame_len:
             self._pending += mulaw
@@ -115,44 +118,37 @@ class VoiceDetector:
         if not data:
             return []
         # x[i] - x[i-1] for every sample of `data` (clipped to 16 bits: only ever loud speech),
-        # x[-1] being the previous push's last sample. -x comes from decoding the mu-law bytes
-        # with their sign bit flipped (mu-law is sign and magnitude, so that is exact): a table
-        # lookup, where audioop.mul(x, -1) costs a clamped float multiply per sample.
-        negated = audioop.ulaw2lin(data.translate(_NEGATE), 2)
-        previous = self._last_negated + negated[:-2]
-        self._last_negated = negated[-2:]
-        diff = audioop.add(audioop.ulaw2lin(data, 2), previous, 2)
-        return self._decide_frames(diff)
-
-    def _decide_frames(self, diff: bytes) -> list[VadEvent]:
-        """Classify each frame of the differenced samples `diff` (16-bit) as speech or not, and
-        decide. One loop with its state in locals: it runs for every inbound frame of every
-        call, so each attribute read and list built per frame shows in the bridge's CPU."""
-        frame_len = self._frame_len
+        # x[-1] being the previous push's last sample. -x[i-1] comes from decoding the mu-law
+        # codes shifted by one with their sign bit flipped (mu-law is sign and magnitude, so
+        # that is exact): a table lookup, where audioop.mul(x, -1) costs a clamped float
+        # multiply per sample.
+        previous = self._last_code + data[:-1]
+        self._last_code = data[-1:]
+        diff = audioop.add(audioop.ulaw2lin(data, 2),
+                           audioop.ulaw2lin(previous.translate(_NEGATE), 2), 2)
         step = 2 * frame_len
-        floor = self._floor
-        floor_x_margin = floor * self._margin
-        min_energy = self._min_energy
+        samples = float(frame_len)
+        # A frame is speech above this energy (sum of squares: no logarithm per frame).
+        threshold = self._threshold
         speaking, run, frames = self._speaking, self._run, self._frames
         block_sum, block_frames = self._block_sum, self._block_frames
         events: list[VadEvent] = []
         for start in range(0, len(diff), step):
-            # Compared as energies (sums of squares), not dB: no logarithm per frame.
-            energy = float(audioop.rms(diff[start:start + step], 2)) ** 2 * frame_len
-            # Until the first block is complete the frames so far stand in for the floor, so a
-            # line that starts with noise or hum does not fire on it (speech in the first 100 ms
-            # waits for a quieter block).
-            if self._block_means:
-                is_speech = energy > floor_x_margin and energy > min_energy
-            else:
+            rms = float(audioop.rms(diff[start:start + step], 2))
+            energy = rms * rms * samples  # float arithmetic, which the interpreter specializes
+            if threshold is None:
+                # Until the first block is complete the frames so far stand in for the floor,
+                # so a line that starts with noise or hum does not fire on it (speech in the
+                # first 100 ms waits for a quieter block).
                 mean = block_sum / block_frames if block_frames else _INF
-                is_speech = energy > mean * self._margin and energy > min_energy
+                is_speech = energy > mean * self._margin and energy > self._min_energy
+            else:
+                is_speech = energy > threshold
             block_sum += energy
             block_frames += 1
             if block_frames == _BLOCK_FRAMES:
                 self._block_means.append(block_sum / block_frames)
-                floor = min(self._block_means)
-                floor_x_margin = floor * self._margin
+                threshold = max(min(self._block_means) * self._margin, self._min_energy)
                 block_sum, block_frames = 0.0, 0
             frames += 1
             if is_speech != speaking:
@@ -165,7 +161,7 @@ class VoiceDetector:
                     events.append(VadEvent(kind, frames * frame_len / self._rate))
             else:
                 run = 0
-        self._floor = floor
+        self._threshold = threshold
         self._speaking, self._run, self._frames = speaking, run, frames
         self._block_sum, self._block_frames = block_sum, block_frames
         return events

@@ -9,7 +9,13 @@ Pure and synchronous so every rule is a unit test with an injected clock:
   interrupted or failed; at most MAX_PENDING_UTTERANCES bounded ones are live at once;
 - caller speech while anything is live is a barge-in: the line is silenced, every live
   utterance is cut, and the agent is told how much of each the caller heard (unplayed audio is
-  the tail of what was sent, so it is taken from the newest utterances first);
+  the tail of what was sent, so it is taken from the newest utterances first). What counts as
+  speech is the call's barge-in rule: voice activity (the default), or words: a transcript of
+  at least `barge_in_words` words of speech that overlapped the agent's, so a cough or a
+  "mm-hm" does not cut the agent off (and voice again once the call's speech to text failed);
+- what the caller said (the speech to text's transcripts) goes to the agent; each final one
+  opens a turn, whose reply is the next utterance said (without speech to text, each endpoint
+  of the voice detector does), so the trace splits the answer's latency;
 - a hang-up with a goodbye waits until the goodbye is over (heard, cut or failed) or its
   deadline passes, then ends the call at the provider, with the hang-up's reason ("hangup",
   or "drained" when the bridge shuts down);
@@ -26,7 +32,7 @@ from bridge.agent import base as agent_events
 from bridge.agent.base import AgentEvent
 from bridge.errors import BridgeError
 from bridge.telephony.events import StreamStarted
-from bridge.tracing.trace import CallTrace, UtteranceTrace
+from bridge.tracing.trace import CallTrace, TurnTrace, UtteranceTrace
 
 # Utterances said but not yet heard (or ended otherwise): past this a say is refused. A caller
 # pressing keys faster than the agent can answer must not queue minutes of speech.
@@ -34,6 +40,9 @@ MAX_PENDING_UTTERANCES = 8
 # A carrier sends start right after the upgrade; a stream that has sent no valid one by then is
 # closed (it holds a socket and a spent token, and may be a probe).
 START_TIMEOUT_S = 10.0
+# A transcript is the STT backend's (maybe a remote service's) text: past this it is cut, so
+# no transcript grows the agent's history by more than a caller says in two minutes.
+MAX_TRANSCRIPT_CHARS = 2000
 
 
 class CallBusy(BridgeError):
@@ -114,6 +123,13 @@ def heard_text(text: str, played_s: float, audio_s: float) -> str:
     return cut.rsplit(" ", 1)[0] if " " in cut else ""
 
 
+def word_count(text: str) -> int:
+    """Words with a letter or digit in them: an engine's noise markers ("[noise]", "<sil>")
+    and lone punctuation are not words a caller said."""
+    return sum(1 for word in text.split() if any(c.isalnum() for c in word)
+               and not (word[0] in "[<(" and word[-1] in "]>)"))
+
+
 def attribute_unplayed(cut: list[UtteranceTrace], unplayed_s: float) -> None:
     """Set how much of each cut utterance was played: the audio still unplayed at the provider
     is the tail of what was sent, so it comes off the newest utterances first."""
@@ -129,7 +145,12 @@ _OVER = (CallState.ENDING, CallState.ENDED)
 class CallCore:
     def __init__(self, trace: CallTrace, *, now: float, expected_call_id: str = "",
                  max_pending: int = MAX_PENDING_UTTERANCES,
-                 start_timeout_s: float = START_TIMEOUT_S) -> None:
+                 start_timeout_s: float = START_TIMEOUT_S, transcribing: bool = False,
+                 barge_in_words: int = 0) -> None:
+        """`transcribing`: the call has speech to text. `barge_in_words`: 0, voice activity
+        interrupts the agent; n > 0 (needs `transcribing`), only n words of the caller do."""
+        if barge_in_words and not transcribing:
+            raise ValueError("barge-in by words needs speech to text")
         self.trace = trace
         self.state = CallState.CONNECTED
         # The call id the stream was admitted for (its token's): a start naming another is
@@ -146,6 +167,15 @@ class CallCore:
         self._goodbye_deadline: float | None = None
         self._hangup_reason = "hangup"
         self._speech_open = False  # sender and speaker run: there is a line to silence
+        self._transcribing = transcribing
+        self._barge_in_words = barge_in_words
+        self._caller_speaking = False  # between the detector's speech start and its end
+        # Caller audio time from which the caller's speech overlapped the agent's: only words
+        # said from then on interrupt (a late transcript of earlier speech does not).
+        self._overlap_from_s: float | None = None
+        self._endpoint_ns: int | None = None  # the last endpoint no final transcript took yet
+        self._turn: TurnTrace | None = None  # the turn whose reply is the next utterance said
+        self._turn_speaking = False  # no speech started since its final: more finals join it
         self.end_reason = ""
 
     @property
@@ -191,6 +221,7 @@ class CallCore:
     def dtmf(self, digit: str) -> tuple[Action, ...]:
         if self.over:
             return NOTHING
+        self._turn = None  # a key press asks for its own reply, not the last speech's
         self.trace.add_dtmf(digit)
         return (Tell(agent_events.Dtmf(digit)),)
 
@@ -221,8 +252,15 @@ class CallCore:
         if self.start is None or self.over:
             return NOTHING
         self._speech_started_at = at_s
+        self._caller_speaking = True
+        self._turn_speaking = False
         actions: tuple[Action, ...] = NOTHING
-        if self.speaking:
+        if not self.speaking:
+            self._overlap_from_s = None
+        elif self._barge_in_words:
+            # Not yet a barge-in: that waits for the words (transcript) of this speech.
+            self._overlap_from_s = at_s if self._overlap_from_s is None else self._overlap_from_s
+        else:
             self.trace.barge_ins += 1
             actions = self._interrupt(unplayed_s)
         return (*actions, Tell(agent_events.SpeechStarted()))
@@ -230,8 +268,63 @@ class CallCore:
     def speech_ended(self, at_s: float) -> tuple[Action, ...]:
         if self.start is None or self.over:
             return NOTHING
+        self._caller_speaking = False
         started = self._speech_started_at if self._speech_started_at is not None else at_s
+        if not self._transcribing:  # the endpoint is the turn: the agent answers speech
+            self._turn = self.trace.turn()
+            self._turn.step("speech_ended")
+        elif ((turn := self._turn) is not None and self._turn_speaking
+              and "speech_ended" not in turn.steps):
+            turn.step("speech_ended")  # a streaming backend's final came before the endpoint
+        else:
+            self._endpoint_ns = self.trace.clock()  # for the final transcript still to come
         return (Tell(agent_events.SpeechEnded(round(at_s - started, 3))),)
+
+    def transcript(self, said: agent_events.Transcript, unplayed_s: float
+                   ) -> tuple[Action, ...]:
+        """The speech to text heard the caller say something (partial or final): the agent is
+        told; with barge-in by words, enough words over the agent's speech interrupt it."""
+        if self.start is None or self.over or not said.text.strip():
+            return NOTHING
+        refused: tuple[Action, ...] = NOTHING
+        if len(said.text) > MAX_TRANSCRIPT_CHARS:
+            said = dataclasses.replace(said, text=said.text[:MAX_TRANSCRIPT_CHARS])
+            refused = (Refused("transcript_truncated",
+                               f"a transcript past {MAX_TRANSCRIPT_CHARS} characters"),)
+        words = word_count(said.text)
+        if said.final and words:
+            self._final(words)
+        actions: tuple[Action, ...] = NOTHING
+        if (self._barge_in_words and self.speaking and words >= self._barge_in_words
+                and self._overlap_from_s is not None and said.end_s >= self._overlap_from_s):
+            self.trace.barge_ins += 1
+            actions = self._interrupt(unplayed_s)
+        return (*refused, *actions, Tell(said))
+
+    def stt_failed(self, reason: str) -> tuple[Action, ...]:
+        """The call's speech to text stopped for good (`reason`: its fixed label): the call
+        goes on without transcripts, barge-in falls back to voice activity and turns to the
+        detector's endpoints."""
+        if not self._transcribing:
+            return NOTHING
+        self._transcribing = False
+        self._barge_in_words = 0
+        self.trace.stt_failure = reason
+        return (Refused("stt_failed", f"speech to text failed ({reason}); the call goes on "
+                                      "without transcripts"),)
+
+    def _final(self, words: int) -> None:
+        """A final transcript: a new turn, unless it continues one still waiting for its reply
+        (a streaming backend may finalize one stretch of speech in several pieces)."""
+        turn = self._turn
+        if turn is None or not self._turn_speaking:
+            turn = self._turn = self.trace.turn()
+            self._turn_speaking = True
+            if self._endpoint_ns is not None:
+                turn.step("speech_ended", at=self._endpoint_ns)
+                self._endpoint_ns = None
+            turn.step("transcript_final")
+        turn.words += words
 
     # -- the agent ---------------------------------------------------------------------------
     def admit_utterance(self, *, bounded: bool = True) -> UtteranceTrace:
@@ -244,6 +337,10 @@ class CallCore:
                            "be heard; try again once one has played")
         utt = self.trace.utterance("")
         self._live[utt.index] = utt
+        if self._turn is not None:  # the agent's first say after the caller spoke: its reply
+            self._turn.reply, self._turn = utt, None
+        if self._caller_speaking and self._overlap_from_s is None:
+            self._overlap_from_s = self._speech_started_at  # the agent talks over the caller
         return utt
 
     def clear(self, unplayed_s: float) -> tuple[Action, ...]:
@@ -337,6 +434,8 @@ class CallCore:
 
     def _over(self, utt: UtteranceTrace) -> tuple[Action, ...]:
         del self._live[utt.index]
+        if not self._live:
+            self._overlap_from_s = None  # nothing of the agent's left for the caller to cut
         if utt.index == self._goodbye:
             return (Finished(utt), *self._hang_up())
         return (Finished(utt),)

@@ -8,6 +8,11 @@ with its name as the reason, and every way a stream can end (stop, socket closed
 peer, hang-up, drain, server shutdown, a failure) goes through one `finally` that stops them and
 ends the trace.
 The reader never waits on the agent or on TTS: a provider drops audio from a slow reader.
+
+With speech to text configured the call opens a transcriber when its stream starts, hands it
+every caller frame and the voice detector's decisions as they are read, and passes what comes
+back (transcripts, or the failure that ends them) to the core; without one the per-frame path
+pays a single test.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import structlog
 
 from bridge.agent import base as agent_events
 from bridge.agent.base import Agent, AgentEvent
+from bridge.audio.dtmf import dtmf_tones
 from bridge.audio.vad import VoiceDetector
 from bridge.call.core import (
     MAX_PENDING_UTTERANCES,
@@ -45,6 +51,7 @@ from bridge.call.speaker import Speaker, Synthesize, Utterance
 from bridge.errors import BridgeError, ProtocolError
 from bridge.settings import CallSettings
 from bridge.silma.retry_core import failure_reason
+from bridge.stt.base import SpeechToText, Transcriber, Transcript
 from bridge.supervisor import Supervisor
 from bridge.telephony import events as ev
 from bridge.tracing.trace import CallTrace, UtteranceTrace
@@ -95,7 +102,10 @@ class CallSession:
                  close: Callable[[], Awaitable[object]], open_tts: OpenTTS, agent: Agent,
                  settings: CallSettings, hooks: CallHooks,
                  provider_hangup: ProviderHangup | None = None, owner: str = "",
-                 expected_call_id: str = "", load_lexicon: LoadLexicon | None = None) -> None:
+                 expected_call_id: str = "", load_lexicon: LoadLexicon | None = None,
+                 stt: SpeechToText | None = None, barge_in_words: int = 0) -> None:
+        """`stt`: the bridge's speech to text (None: none); `barge_in_words`: 0, the caller's
+        voice interrupts the agent; n > 0, only n words of theirs do (needs `stt`)."""
         self.provider = provider
         self.owner = owner  # the user the call belongs to (its signed webhook's and path's)
         self._parse = parse
@@ -113,7 +123,10 @@ class CallSession:
         self.trace = CallTrace(call_id="", provider=provider, clock=time.monotonic_ns)
         self.trace.step("stream_connected")
         self.core = CallCore(self.trace, now=self._loop.time(),
-                             expected_call_id=expected_call_id, start_timeout_s=START_TIMEOUT_S)
+                             expected_call_id=expected_call_id, start_timeout_s=START_TIMEOUT_S,
+                             transcribing=stt is not None, barge_in_words=barge_in_words)
+        self._stt = stt
+        self._transcriber: Transcriber | None = None  # open from the start until it fails
         self._parts = Supervisor(self._part_failed)
         self._line: _Line | None = None  # set when the core goes LIVE
         self._vad = VoiceDetector()
@@ -133,13 +146,14 @@ class CallSession:
         return self.trace.call_id
 
     # -- CallControl -------------------------------------------------------------------------
-    def _utterance(self, text: str, *, bounded: bool = True) -> Utterance:
+    def _utterance(self, text: str, *, bounded: bool = True, audio: bytes = b"") -> Utterance:
         try:
             trace = self.core.admit_utterance(bounded=bounded)
         except CallBusy:
             self._hooks.refused("utterance_queue")
             raise
-        utt = Utterance(trace, refused=self._hooks.refused)
+        utt = (Utterance.prepared(trace, audio) if audio
+               else Utterance(trace, refused=self._hooks.refused))
         self._played[trace.index] = asyncio.Event()
         utt.push(text)
         if self._line is None:
@@ -160,6 +174,11 @@ class CallSession:
 
     def clear(self) -> None:
         self._do(self.core.clear(self._unplayed_seconds()))
+
+    def send_dtmf(self, digits: str) -> None:
+        """Play the tones of `digits` after what is queued, as an utterance of their own (no
+        TTS); bounded like a say (CallBusy), ValueError for what cannot be played."""
+        self._utterance("", audio=dtmf_tones(digits))  # made first: a refusal admits nothing
 
     async def wait_played(self, utt: UtteranceTrace, timeout_s: float) -> bool:
         """Wait until the caller heard `utt` (its mark echoed) or it ended otherwise."""
@@ -237,11 +256,48 @@ class CallSession:
         if self.core.start is None:
             return
         self._agent.caller_audio(payload)
+        if self._transcriber is not None:
+            self._transcriber.audio(payload)
         for vad in self._vad.push(payload):
             if vad.kind == "speech_start":
                 self._do(self.core.speech_started(vad.at_s, self._unplayed_seconds()))
+                if self._transcriber is not None:
+                    self._transcriber.speech_started(vad.at_s)
             else:
-                self._do(self.core.speech_ended(vad.at_s))
+                self._do(self.core.speech_ended(vad.at_s))  # the endpoint is timed first
+                if self._transcriber is not None:
+                    self._transcriber.speech_ended(vad.at_s)
+
+    # -- speech to text ----------------------------------------------------------------------
+    def _open_transcriber(self) -> None:
+        """At the stream's start rather than once the TTS is open: the caller may speak at
+        once, and those words must not be lost to the TTS's opening."""
+        if self._stt is None:
+            return
+        try:
+            transcriber = self._stt.open(self.call_id, self._transcribed, self._stt_failed)
+        except Exception as exc:  # a backend that cannot open costs this call its transcripts
+            log.warning("stt_open_failed", call_id=self.call_id, backend=self._stt.name,
+                        error=f"{type(exc).__name__}: {exc}")
+            self._stt_failed("open_failed")
+            return
+        self._transcriber = transcriber
+        self._resources.push_async_callback(self._close_transcriber, transcriber)
+
+    def _transcribed(self, said: Transcript) -> None:
+        self._do(self.core.transcript(said, self._unplayed_seconds()))
+
+    def _stt_failed(self, reason: str) -> None:
+        # It stays quiet from now on: no more feeding it (it closes with the call's resources).
+        self._transcriber = None
+        self._do(self.core.stt_failed(reason))
+
+    async def _close_transcriber(self, transcriber: Transcriber) -> None:
+        try:
+            await transcriber.aclose()
+        except Exception as exc:  # the call is over either way; its teardown must go on
+            log.warning("stt_close_failed", call_id=self.call_id,
+                        error=f"{type(exc).__name__}: {exc}")
 
     def _unplayed_seconds(self) -> float:
         return self._line.sender.unplayed_seconds() if self._line is not None else 0.0
@@ -343,6 +399,7 @@ class CallSession:
         if webhook_at is not None:
             self.trace.step("webhook_answered", at=webhook_at)
         self._parts.spawn(f"open-{self.call_id}", self._open_speech(self._codec_for(start)))
+        self._open_transcriber()
         self._hooks.started(self)
         log.info("call_started", call_id=self.call_id, provider=self.provider,
                  stream_id=start.stream_id)

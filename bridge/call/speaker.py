@@ -2,7 +2,9 @@
 small lookahead, decoded, encoded to 8 kHz mu-law frames and queued on the paced sender.
 
 The next piece is requested while the current one is still arriving, so a multi-sentence reply
-plays without gaps and its first sentence is heard before the rest is synthesized.
+plays without gaps and its first sentence is heard before the rest is synthesized. An utterance
+may instead carry audio of its own (DTMF tones): it takes its turn in the same queue, is marked
+and cut like speech, and never reaches the TTS.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Utterance:
     def __init__(self, trace: UtteranceTrace,
                  refused: Callable[[str], None] | None = None) -> None:
         self.trace = trace
+        self.audio = b""  # set by `prepared`: whole frames played as they are
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self._segmenter = Segmenter()
         self._refused = refused
@@ -93,9 +96,19 @@ class Utterance:
         self._cut: set[str] = set()  # truncations already reported: once per utterance
         self._ended = False
 
+    @classmethod
+    def prepared(cls, trace: UtteranceTrace, mulaw: bytes) -> Utterance:
+        """An utterance of ready 8 kHz mu-law audio (whole 20 ms frames), with no text."""
+        utt = cls(trace)
+        utt.audio = mulaw
+        utt.end()
+        return utt
+
     def push(self, text: str) -> None:
         if self._ended or not text:
             return
+        if not self.trace.text:
+            self.trace.step("first_text")  # a streamed reply's first words (an LLM's token)
         room = MAX_UTTERANCE_CHARS - len(self.trace.text)
         if len(text) > room:
             self._truncated("utterance_text_truncated", MAX_UTTERANCE_CHARS)
@@ -196,6 +209,10 @@ class Speaker:
 
     async def _speak(self, utt: Utterance) -> None:
         trace = utt.trace
+        if utt.audio:
+            self._sender.push_audio(trace, utt.audio)
+            self._sender.push_mark(trace)
+            return
         encoder = _Encoder()
         # Pieces in flight: the one playing and the next. A slot frees when a piece is consumed.
         slots = asyncio.Semaphore(LOOKAHEAD)

@@ -95,11 +95,15 @@ class CallEmulator:
         self._t0 = 0.0  # loop time when `start` was sent; report times count from it
         self._ended_at: float | None = None
         self._audio_idx = 0  # utterance receiving media: advances at each mark from the bridge
+        self._receiving = False  # media of utterance _audio_idx came since the last mark or clear
         self._done_idx = 0  # utterance awaiting its mark's end: advances as marks settle
+        self._key_pressed: tuple[str, float] | None = None  # the last key, unanswered yet
         self._violations_dropped = 0
         self._ending = False
         self._marks_changed = asyncio.Event()
-        self._settled = asyncio.Event()
+        # Set whenever a mark settles, an utterance is cut or begins unasked, or the stream
+        # ends: each waiter checks its own condition again.
+        self._progress = asyncio.Event()
         self._first_media = asyncio.Event()
         self._cleared = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -164,20 +168,35 @@ class CallEmulator:
         return timing
 
     async def send_dtmf(self, digit: str) -> None:
-        """The caller presses a key."""
+        """The caller presses a key. What the bridge begins saying next, unasked, is reported
+        as the agent's reply to it, its latency counted from the press."""
         if digit not in DTMF_DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
-        await self._send(self.wire.dtmf(digit, round(self.now() * 1000)))
+        now = self.now()
+        self._key_pressed = (digit, now)
+        await self._send(self.wire.dtmf(digit, round(now * 1000)))
 
     async def wait_for_marks(self, count: int) -> None:
         """Until `count` marks have settled in all: acknowledged, or (Plivo) dropped by a clear,
         which never acknowledges them. CallFailed if the stream ends first. Bound it with
         `asyncio.timeout`: a bridge may never mark."""
-        while self.marks_settled < count:
+        await self._wait_until(lambda: self.marks_settled >= count)
+
+    async def wait_for_utterances(self, count: int, *, begun: bool = False) -> None:
+        """Until the first `count` utterances (those asked for and those the bridge began
+        unasked, in the order they came) are over: played out to their mark, or cut by a clear
+        before their mark was sent (it never will be). With `begun`, until they have begun:
+        their audio or their mark came. CallFailed if the stream ends first. Bound it with
+        `asyncio.timeout`."""
+        await self._wait_until(lambda: (self._audio_idx + self._receiving if begun
+                                        else self._done_idx) >= count)
+
+    async def _wait_until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
             if self.closed or self.close_reason is not None:
                 raise CallFailed(self.close_reason or "the media stream has ended")
-            self._settled.clear()
-            await self._settled.wait()
+            self._progress.clear()
+            await self._progress.wait()
 
     async def wait_first_media(self) -> None:
         """Until the bridge has sent audio. Bound it with `asyncio.timeout`."""
@@ -188,9 +207,10 @@ class CallEmulator:
         await self._cleared.wait()
 
     async def wait_closed(self) -> None:
-        """Until the media stream has ended, whoever ended it."""
+        """Until the media stream has ended, whoever ended it. Cancelling the wait leaves the
+        stream as it is (asyncio.wait, unlike gather, does not cancel the reader)."""
         if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await asyncio.wait([self._reader])
 
     async def send_raw(self, text: str) -> None:
         """Send any text frame, e.g. a malformed message, as a misbehaving provider would."""
@@ -255,7 +275,7 @@ class CallEmulator:
             await work()
         except Exception as exc:  # task root: a bug fails this call, never the process
             self.close_reason = f"emulator {what} failed: {exc!r}"
-            self._settled.set()  # wait_for_marks sees close_reason and gives up
+            self._progress.set()  # the waiters see close_reason and give up
 
     async def send_due_media(self, now: float) -> None:
         """Send the caller's frames due by `now` (the media clock calls this). After a stall
@@ -268,7 +288,7 @@ class CallEmulator:
         except Exception as exc:  # one call's bug must not stop the clock of every call
             self._clock.leave(self)
             self.close_reason = f"emulator media sender failed: {exc!r}"
-            self._settled.set()
+            self._progress.set()
 
     def _caller_payload(self, index: int) -> str:
         return self._caller_frames[index] if index < len(self._caller_frames) else _SILENCE_B64
@@ -294,7 +314,7 @@ class CallEmulator:
                 self.close_reason = f"the bridge closed the media stream (code {code})"
             if self._ended_at is None:
                 self._ended_at = self.now()
-            self._settled.set()  # wake wait_for_marks so it sees the end
+            self._progress.set()  # wake the waiters so they see the end
             if not self._ending:
                 self._cancel_tasks()
 
@@ -313,12 +333,18 @@ class CallEmulator:
             if self._record:
                 self.recording += msg.payload
             self.playout.receive(now, len(msg.payload))
-            utterance = self._utterance(self._audio_idx)
-            if utterance is not None and utterance.first_audio_s is None:
-                utterance.first_audio_s = now - utterance.requested_at
+            if not self._receiving:  # an utterance's first audio
+                self._receiving = True
+                if (utterance := self._utterance(self._audio_idx)) is None:
+                    self._unasked(now, audio=True)
+                else:
+                    utterance.first_audio_s = now - utterance.requested_at
         elif msg.event == "mark":
             self.playout.mark(now, msg.name)
-            self._audio_idx = min(self._audio_idx + 1, len(self.utterances))
+            if self._utterance(self._audio_idx) is None:  # one that brought no audio
+                self._unasked(now, audio=False)
+            self._audio_idx += 1
+            self._receiving = False
             await self._ack(self.playout.due_marks(now), now, cleared=False)  # nothing queued
             self._marks_changed.set()
         else:
@@ -334,10 +360,11 @@ class CallEmulator:
             if (text := self.wire.cleared()) is not None:
                 await self._send(text)
             # An utterance cut before its mark was sent will never be acknowledged: close it.
-            cut = self._utterance(self._audio_idx)
-            if cut is not None and cut.first_audio_s is not None:
-                cut.cleared = True
-                self._audio_idx = self._done_idx = min(self._audio_idx + 1, len(self.utterances))
+            if self._receiving:
+                self.utterances[self._audio_idx].cleared = True
+                self._audio_idx = self._done_idx = self._audio_idx + 1
+                self._receiving = False
+                self._progress.set()
             self._marks_changed.set()
 
     async def _ack_marks(self) -> None:
@@ -373,7 +400,7 @@ class CallEmulator:
             utterance.playout_done_s = now - utterance.requested_at
             utterance.cleared = cleared
         self._done_idx = min(self._done_idx + 1, len(self.utterances))
-        self._settled.set()
+        self._progress.set()
 
     async def _send(self, text: str) -> None:
         assert self._ws is not None
@@ -383,6 +410,22 @@ class CallEmulator:
 
     def _utterance(self, index: int) -> UtteranceTiming | None:
         return self.utterances[index] if index < len(self.utterances) else None
+
+    def _unasked(self, now: float, *, audio: bool) -> None:
+        """An utterance the bridge began that nobody asked for (the agent's own reply), given
+        a row of its own, so it never takes the label of the utterance asked for next. After a
+        key press it is the reply to that key, timed from the press; otherwise the emulator
+        cannot tell what it answers (the caller's speech, or nothing): its row begins when it
+        did, with no first-audio latency. `audio`: it begins with audio (else with its mark)."""
+        if self._key_pressed is not None:
+            digit, pressed_at = self._key_pressed
+            self._key_pressed = None
+            timing = UtteranceTiming(label=f"agent reply to key {digit}", requested_at=pressed_at,
+                                     first_audio_s=now - pressed_at if audio else None)
+        else:
+            timing = UtteranceTiming(label="agent reply", requested_at=now)
+        self.utterances.append(timing)
+        self._progress.set()
 
     def _violation(self, problem: str) -> None:
         if len(self.protocol_violations) < _MAX_VIOLATIONS:

@@ -1,25 +1,24 @@
 """What an emulated call measured, and how to save what the caller heard."""
 
 import json
-import warnings
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bridge.audio.mulaw import ulaw2lin
 from bridge.emulator.playout import BYTES_PER_SECOND
-
-# The stdlib module warns on import in 3.11-3.12; from 3.13 the audioop-lts package provides it.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 
 @dataclass
 class UtteranceTiming:
     """One utterance as the caller experienced it. Latencies count from `requested_at`."""
 
-    label: str  # "greeting" or the text asked for
-    requested_at: float  # seconds since the stream started
+    # "greeting", the text asked for, or, for one the bridge began unasked (the agent's own),
+    # "agent reply to key N" (the key pressed before it) or "agent reply"
+    label: str
+    # Seconds since the stream started; for an agent reply, when the key it answers was
+    # pressed, or (no key) when it began, its first-audio latency unknown
+    requested_at: float
     first_audio_s: float | None = None  # until the first media of this utterance arrived
     playout_done_s: float | None = None  # until its mark was acknowledged or cleared
     cleared: bool = False  # cut by a clear: not played out, whatever the provider acknowledged
@@ -92,7 +91,7 @@ def write_wav(path: Path, mulaw: bytes) -> None:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(BYTES_PER_SECOND)
-        out.writeframes(audioop.ulaw2lin(mulaw, 2))
+        out.writeframes(ulaw2lin(mulaw).astype("<i2").tobytes())
 
 
 def _ms(seconds: float | None) -> str:

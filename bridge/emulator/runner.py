@@ -3,9 +3,10 @@ load test all run their calls through `run_call`.
 
 A call rings the bridge the way its provider does (the answer webhook), opens the media stream
 the answer names, and hands the open call to a `Talk`: a script by default (greetings, then
-each text of `say` until it has played out), or the caller's own, such as the load test's
-ask-again loop. Then it hangs up and reports. This module imports the provider modules, to pick
-a call's emulator by name; they import only the shared ones (wire.py, call.py), never this one.
+each key of `dtmf` and the agent's reply to it, then each text of `say` until it has played
+out), or the caller's own, such as the load test's ask-again loop. Then it hangs up and
+reports. This module imports the provider modules, to pick a call's emulator by name; they
+import only the shared ones (wire.py, call.py), never this one.
 """
 
 import asyncio
@@ -29,6 +30,9 @@ _EMULATORS: dict[str, type[CallEmulator]] = {
 }
 _SAY_TIMEOUT = aiohttp.ClientTimeout(total=10)  # the bridge accepts a say at once (HTTP 202)
 _HANGUP_TIMEOUT_S = 10.0  # a bridge that stopped reading must not keep the caller forever
+# After a key press, how long the caller waits for the agent to begin a reply before pressing
+# the next key (a key may have none): an LLM agent's bound for its first token is 4 s.
+KEY_REPLY_WAIT_S = 5.0
 
 Talk = Callable[[CallEmulator], Awaitable[str | None]]
 """The caller's part of a call, from the moment its media stream is open (the greetings
@@ -47,6 +51,7 @@ async def run_call(
     *,
     provider: str = "twilio",
     say: list[str] | None = None,
+    dtmf: str = "",
     talk: Talk | None = None,
     caller_audio: bytes | None = None,
     record_path: Path | None = None,
@@ -54,6 +59,7 @@ async def run_call(
     auth_token: str | None = None,
     user_path: str = "",
     max_seconds: float | None = 30.0,
+    duration_s: float | None = None,
     setup_seconds: float | None = None,
     wait_marks: int = 1,
     connect_url: str | None = None,
@@ -64,20 +70,25 @@ async def run_call(
     """Place one emulated call on the bridge at `bridge_url` and report what the caller got.
 
     Rings the bridge the way `provider` does (Twilio: /twilio/voice, Plivo: /plivo/answer, then
-    `user_path`; signed when `auth_token` is given), waits for `wait_marks` greeting utterances,
-    then has the bridge say each text of `say` (POST /calls/{sid}/say, as the call's owner:
-    `control_token` is that user's access token) and waits for its mark, then hangs up. `talk`
-    replaces that script (after the same `wait_marks` greetings were announced to the emulator).
+    `user_path`; signed when `auth_token` is given), waits for `wait_marks` greeting utterances
+    to end, presses each key of `dtmf` in turn (waiting up to KEY_REPLY_WAIT_S for the agent
+    to begin a reply, then until it ends), then has the bridge say each text of `say` (POST
+    /calls/{sid}/say, as the call's owner: `control_token` is that user's access token) and
+    waits until it has played out, then hangs up. `talk` replaces that script (after the same
+    `wait_marks` greetings were announced to the emulator).
 
     Everything must fit in `max_seconds` (None: the talk bounds itself); setting the call up,
-    in `setup_seconds` if given. Raises CallFailed / ProtocolError when no call could be set
+    in `setup_seconds` if given. `duration_s`: the caller hangs up that long after the stream
+    opened, wherever the talk is (cut short there, which is no error), and not before, unless
+    the bridge ends the call. Raises CallFailed / ProtocolError when no call could be set
     up; a call that starts but goes wrong returns a report with `error` set. `record` keeps what
     the caller heard in the report (and `record_path` saves it). Pass `session` to share a
     connection pool (a load test: give its connector limit=0, every stream holds a connection)
     and `media_clock` to send every call's caller audio on one timer.
     """
-    if say and talk is not None:
-        raise ValueError("`say` is the default talk's script: pass `say` or `talk`, not both")
+    if (say or dtmf) and talk is not None:
+        raise ValueError("`say` and `dtmf` are the default talk's script: pass them or `talk`, "
+                         "not both")
     cls = emulator_class(provider)
     base = bridge_url.rstrip("/")
     deadline = None if max_seconds is None else asyncio.get_running_loop().time() + max_seconds
@@ -101,7 +112,10 @@ async def run_call(
         except TimeoutError as exc:
             raise CallFailed(f"no call set up within {setup_limit} s") from exc
         if talk is None:
-            talk = functools.partial(_converse, http, base, wait_marks, say or [], control_token)
+            talk = functools.partial(_converse, http, base, wait_marks, dtmf, say or [],
+                                     control_token)
+        if duration_s is not None:
+            talk = functools.partial(_talk_for, talk, duration_s)
         try:
             async with asyncio.timeout_at(deadline):
                 error = await talk(emulator)
@@ -180,22 +194,55 @@ async def _converse(
     http: aiohttp.ClientSession,
     base: str,
     greetings: int,
+    keys: str,
     texts: list[str],
     control_token: str | None,
     emulator: CallEmulator,
 ) -> str | None:
-    """The default talk: wait for the greetings, then say each of `texts` until it has played
-    out; returns why it stopped early, or None."""
+    """The default talk: wait for the greetings to end (played out, or cut by the caller's
+    speech), press each of `keys` and hear the agent's reply if it begins one, then say each of
+    `texts` until it has played out; returns why it stopped early, or None."""
     try:
-        await emulator.wait_for_marks(greetings)
+        await emulator.wait_for_utterances(greetings)
+        for key in keys:
+            await _press(emulator, key)
         for text in texts:
-            target = emulator.marks_settled + 1
             emulator.expect_utterance(text)
+            asked = len(emulator.utterances)  # its row is the last; replies begun later follow
             if (problem := await request_say(http, base, emulator.call_sid, text, control_token)):
                 return problem
-            await emulator.wait_for_marks(target)
+            await emulator.wait_for_utterances(asked)
     except CallFailed as exc:
         return str(exc)
+    return None
+
+
+async def _press(emulator: CallEmulator, key: str) -> None:
+    """Press `key` once all before it is over; hear the reply the agent begins to it, if it
+    begins one within KEY_REPLY_WAIT_S."""
+    before = len(emulator.utterances)
+    await emulator.send_dtmf(key)
+    try:
+        async with asyncio.timeout(KEY_REPLY_WAIT_S):
+            await emulator.wait_for_utterances(before + 1, begun=True)
+    except TimeoutError:
+        return  # no reply to this key
+    await emulator.wait_for_utterances(before + 1)
+
+
+async def _talk_for(talk: Talk, seconds: float, emulator: CallEmulator) -> str | None:
+    """`talk`, then the line held until `seconds` after the stream opened, or until the bridge
+    ends the call; the talk is cut short there, as a caller who hangs up cuts it."""
+    opened_at = asyncio.get_running_loop().time() - emulator.now()
+    window = asyncio.timeout_at(opened_at + seconds)
+    try:
+        async with window:
+            if (error := await talk(emulator)) is not None:
+                return error
+            await emulator.wait_closed()
+    except TimeoutError:
+        if not window.expired():  # the talk's own, not the end of the call
+            raise
     return None
 
 

@@ -1,8 +1,9 @@
 """Per-call latency trace: a pure model over an injected monotonic clock (nanoseconds).
 
-A call records its own steps (webhook answered, stream connected, start received) and one
-UtteranceTrace per thing the agent said. Durations are derived from step timestamps, so the
-record stays the single source of truth for logs, the trace endpoint and metrics.
+A call records its own steps (webhook answered, stream connected, start received), one
+UtteranceTrace per thing the agent said and one TurnTrace per time the caller spoke and the agent
+answered. Durations are derived from step timestamps, so the record stays the single source of
+truth for logs, the trace endpoint and metrics.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ Clock = Callable[[], int]
 # nothing a caller or an agent does may grow it without limit.
 MAX_DTMF = 64  # digits kept (a menu path or a PIN); later ones are only counted
 MAX_UTTERANCES = 200  # utterance traces kept; older finished ones fold into counts
+MAX_TURNS = 200  # turns kept; older ones are only counted
 
 CALL_STEPS = ("webhook_answered", "stream_connected", "start_received", "ended")
 UTTERANCE_STEPS = (
     "text_received",
+    "first_text",  # its first non-empty text: for a streamed reply, the agent's first token
     "text_split",
     "pool_wait_done",
     "request_sent",
@@ -41,6 +44,22 @@ DERIVED = {
     "send_ms": ("first_frame_sent", "last_frame_sent"),
     "playout_lag_ms": ("last_frame_sent", "playout_finished"),
     "total_ms": ("text_received", "playout_finished"),
+}
+
+
+# One turn: the caller stops speaking, the agent answers. Its own steps, then its reply's.
+TURN_STEPS = ("speech_ended", "transcript_final")
+# Derived per turn: name -> (from step, to step); "reply." names a step of the reply utterance.
+# Together they split the answer's latency from the voice detector's endpoint to the first
+# frame on the wire: speech to text, the agent (an LLM's first token), the rest of its first
+# clause, the TTS's first audio, the bridge.
+TURN_DERIVED = {
+    "stt_ms": ("speech_ended", "transcript_final"),
+    "agent_ms": ("transcript_final", "reply.first_text"),
+    "first_piece_ms": ("reply.first_text", "reply.text_split"),
+    "tts_first_audio_ms": ("reply.text_split", "reply.first_audio"),
+    "bridge_ms": ("reply.first_audio", "reply.first_frame_sent"),
+    "turn_ms": ("speech_ended", "reply.first_frame_sent"),
 }
 
 
@@ -118,6 +137,45 @@ class UtteranceTrace:
 
 
 @dataclasses.dataclass
+class TurnTrace:
+    """The caller spoke, the agent answered: the endpoint, the final transcript (when the call
+    has speech to text) and the first utterance the agent said after them (its reply).
+    The caller's words are not kept (a trace outlives the call): only how many there were."""
+
+    index: int
+    clock: Clock
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    words: int = 0
+    reply: UtteranceTrace | None = None
+
+    def step(self, name: str, at: int | None = None) -> None:
+        """Record a step the first time it happens, now or `at` (the clock's time of it)."""
+        if name not in TURN_STEPS:
+            raise ValueError(f"unknown turn step {name!r}")
+        self.steps.setdefault(name, self.clock() if at is None else at)
+
+    def at(self, name: str) -> int | None:
+        if name.startswith("reply."):
+            return self.reply.at(name.removeprefix("reply.")) if self.reply else None
+        return self.steps.get(name)
+
+    def derived(self) -> dict[str, float | None]:
+        derived = {name: _ms(self.at(a), self.at(b)) for name, (a, b) in TURN_DERIVED.items()}
+        if derived["agent_ms"] is None:  # no transcript (no speech to text): from the endpoint
+            derived["agent_ms"] = _ms(self.at("speech_ended"), self.at("reply.first_text"))
+        return derived
+
+    def to_dict(self, origin: int) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "words": self.words,
+            "reply_utterance": None if self.reply is None else self.reply.index,
+            "steps_ms": {name: _ms(origin, t) for name, t in self.steps.items()},
+            **self.derived(),
+        }
+
+
+@dataclasses.dataclass
 class CallTrace:
     call_id: str
     provider: str
@@ -128,6 +186,10 @@ class CallTrace:
     barge_ins: int = 0
     dtmf: list[str] = dataclasses.field(default_factory=list)
     dtmf_dropped: int = 0
+    turns: list[TurnTrace] = dataclasses.field(default_factory=list)
+    turns_dropped: int = 0
+    # Why the call's speech to text stopped (a backend's fixed label), if it did.
+    stt_failure: str | None = None
     end_reason: str | None = None
     # Utterances folded out of `utterances` (MAX_UTTERANCES): their outcomes and underruns.
     folded: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -154,6 +216,14 @@ class CallTrace:
                 self.folded[old.outcome] += 1
                 self.folded["underruns"] += old.underruns
                 return
+
+    def turn(self) -> TurnTrace:
+        turn = TurnTrace(len(self.turns) + self.turns_dropped, self.clock)
+        self.turns.append(turn)
+        if len(self.turns) > MAX_TURNS:
+            del self.turns[0]
+            self.turns_dropped += 1
+        return turn
 
     def add_dtmf(self, digit: str) -> None:
         if len(self.dtmf) < MAX_DTMF:
@@ -187,6 +257,8 @@ class CallTrace:
             "failed": self.folded["failed"] + sum(u.outcome == "failed" for u in self.utterances),
             "underruns": self.folded["underruns"] + sum(u.underruns for u in self.utterances),
             "malformed_messages": self.malformed_messages,
+            "turns": len(self.turns) + self.turns_dropped,
+            "stt_failure": self.stt_failure,
             "first_ttfa_ms": ttfa[0] if ttfa else None,
             "max_ttfa_ms": max(ttfa) if ttfa else None,
             "webhook_to_start_ms": _ms(self.steps.get("webhook_answered"),
@@ -201,4 +273,5 @@ class CallTrace:
             "dtmf": list(self.dtmf),
             "dtmf_dropped": self.dtmf_dropped,
             "utterance_traces": [u.to_dict(origin) for u in self.utterances],
+            "turn_traces": [t.to_dict(origin) for t in self.turns],
         }

@@ -21,6 +21,7 @@ from bridge.tracing.trace import CallTrace
 from bridge.web import (
     auth,
     calls_routes,
+    dashboard_routes,
     drain,
     plivo_routes,
     settings_routes,
@@ -40,6 +41,7 @@ from bridge.web.context import CONTEXT, BridgeContext
 from bridge.web.disconnects import client_gone
 from bridge.web.drain_core import CLOSE_S, Drain
 from bridge.web.forwarded import Network, parse_networks
+from bridge.web.read_coalescing import ReadCoalescing
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
 
@@ -110,6 +112,7 @@ _USER_API = "/api/users/{user_id}"
 
 # Every route of the bridge and who may call it (bridge/web/access.py enforces it).
 ROUTES: tuple[tuple[str, str, Handler, Principal], ...] = (
+    ("GET", "/", dashboard_routes.home, PAGE),  # the calls page, or the login page first
     ("GET", "/health", health, PUBLIC),
     ("GET", "/api/ready", drain.readiness, PUBLIC),
     ("GET", "/login", auth.login_form, PUBLIC),
@@ -178,6 +181,7 @@ def create_app(services: Services, config: AppConfig | None = None) -> web.Appli
         admission=admission,
         drain=Drain(deadline_s=settings.call.drain_deadline_s,
                     goodbye_s=settings.call.mark_timeout_s),
+        read_coalescing=ReadCoalescing(settings.call.coalesce_reads),
         registry=CallRegistry(BridgeMetrics(services.pools.stats),
                               on_call_ended=config.on_call_ended,
                               on_call_started=admission.started, fleet=services.fleet))

@@ -19,6 +19,7 @@ from bridge.call.speaker import Synthesize
 from bridge.settings import PlivoSettings, Settings, TwilioSettings
 from bridge.web.drain_core import Drain
 from bridge.web.media_socket import MediaSocket
+from bridge.web.read_coalescing import ReadCoalescing
 from bridge.web.services import Services
 from bridge.web.stream_tokens import StreamTokens
 
@@ -30,6 +31,7 @@ class BridgeContext:
     stream_tokens: StreamTokens
     admission: Admission
     drain: Drain  # from the first SIGTERM on: not ready, new calls refused (bridge/web/drain.py)
+    read_coalescing: ReadCoalescing  # the media sockets' shared sweep
     sockets: weakref.WeakSet[MediaSocket] = dataclasses.field(
         default_factory=weakref.WeakSet)
 

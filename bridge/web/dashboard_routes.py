@@ -1,6 +1,6 @@
 """The calls dashboard: a page that lists live and recent calls from GET /calls (JSON) and draws a
 call's latency waterfall from GET /calls/{id}/trace. Both JSON routes live in calls_routes; this
-module serves the page."""
+module serves the page, and the site's root, which leads to it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from aiohttp import web
 from bridge.web import templating
 from bridge.web.access import current_user
 from bridge.web.auth import CSRF_FIELD, csrf_token
+
+CALLS_PAGE = "/calls"
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """GET / (declared for PAGE: a visitor not logged in is sent to the login page first, and
+    comes back here after it): the calls dashboard, where a signed-in user starts."""
+    raise web.HTTPFound(CALLS_PAGE)
 
 
 async def calls_page(request: web.Request) -> web.Response:

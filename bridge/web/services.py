@@ -1,7 +1,7 @@
 """The bridge's long-lived services, all built before the app takes a request and closed after
 its listeners: the store, the HTTP sessions, the TTS pools, region probing, the users' TTS
-targets (and the local TTS server behind them) and pronunciation lexicons, and the background
-jobs that keep them fresh."""
+targets (and the local TTS server behind them) and pronunciation lexicons, the speech to text
+backend and the agent kind the calls share, and the background jobs that keep them fresh."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import aiohttp
 import structlog
 from redis.exceptions import RedisError
 
+from bridge.agent.factory import AgentMaker, agent_maker
+from bridge.agent.inprocess import AgentFactory
 from bridge.call.lexicons import Lexicons
 from bridge.errors import BridgeError, ConfigError
 from bridge.fleet.core import Instance
@@ -30,6 +32,8 @@ from bridge.silma.regions import AUTO, REGIONS, RegionSelector
 from bridge.silma.retry_core import RetryPolicy
 from bridge.silma.targets import TTSTargets
 from bridge.store import DEFAULT_USER_ID, Store
+from bridge.stt.base import SpeechToText
+from bridge.stt.factory import stt_backend
 from bridge.web.url_guard import guarded_session
 
 POOL_SWEEP_S = 60.0
@@ -45,7 +49,15 @@ class Services:
     regions: RegionSelector  # with no endpoints when the bridge has none (or its own endpoint)
     targets: TTSTargets
     lexicons: Lexicons  # each user's pronunciation overrides, compiled
+    agents: AgentMaker  # each call's agent, of the kind checked at the start
+    stt: SpeechToText | None = None  # the calls' speech to text; None: [stt] backend = none
     fleet: Membership | None = None  # None: no BRIDGE_REDIS_URL, a fleet of one
+
+    @property
+    def barge_in_words(self) -> int:
+        """What a call's barge-in needs: 0, voice activity; n, n words of its transcripts."""
+        stt = self.settings.stt
+        return stt.barge_in_min_words if self.stt is not None and stt.barge_in == "words" else 0
 
     async def retire_unused_pools(self) -> None:
         """Close pools that no live call uses and no user's settings point at any more."""
@@ -81,8 +93,11 @@ def _check_regions(silma: SilmaSettings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Every service open and the default user's pool warming; each closed on the way out."""
+async def open_services(settings: Settings, *, agent_factory: AgentFactory | None = None
+                        ) -> AsyncIterator[Services]:
+    """Every service open and the default user's pool warming; each closed on the way out.
+    `agent_factory`: an embedding app's in-process agent (bridge/agent/inprocess.py), used
+    instead of the configured agent kind."""
     silma = settings.silma
     _check_regions(silma)
     voice = voice_of(silma)
@@ -93,6 +108,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(store.close)
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=0))
         stack.push_async_callback(http.close)
+        # Checked before the pools, the fleet and the local TTS server: a bad agent kind or
+        # speech to text backend stops the start here, with its setting named.
+        agents = agent_maker(settings, http, factory=agent_factory)
+        stt = stt_backend(settings.stt, http)
+        if stt is not None:
+            stack.push_async_callback(stt.aclose)  # before the session its requests use
         guarded = guarded_session(allow_private=silma.allow_private_endpoints, ssl=tls)
         stack.push_async_callback(guarded.close)
         # The bridge's own endpoint wins over its regions (target_core), so with one set
@@ -110,7 +131,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(pools.close)  # before the sessions and the local server
         fleet = await _join_fleet(settings, stack)
         services = Services(settings, store, http, pools, regions, targets, Lexicons(store),
-                            fleet)
+                            agents, stt, fleet)
         if fleet is not None:
             fleet.on_settings_changed = lambda _user: services.retire_unused_pools()
         if regions.endpoints:

@@ -10,8 +10,9 @@ Validation failures answer {"errors": {field: message}}, one message per offendi
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,6 +21,7 @@ from aiohttp import web
 from bridge.audio.codec import decode_audio, wav_bytes
 from bridge.call import lexicon
 from bridge.errors import AudioFormatError, TTSError, TTSUnavailable
+from bridge.silma import protocol as p
 from bridge.silma import v2_protocol as v2
 from bridge.silma.endpoint import OURS, V2
 from bridge.silma.fleet import Fleet
@@ -27,6 +29,7 @@ from bridge.silma.pool import KEY_REFUSED
 from bridge.silma.pools import TTSTarget
 from bridge.silma.protocol import SPEED_RANGE
 from bridge.silma.regions import AUTO, REGIONS
+from bridge.silma.target_core import Local, resolve
 from bridge.store import PronunciationOverride, SilmaCredentials
 from bridge.web.access import current_user
 from bridge.web.auth import csrf_token, json_error
@@ -65,6 +68,8 @@ MAX_API_KEY_CHARS = 1024
 ENDPOINT_PLACEHOLDERS = {"api": "https://tts.example.com", "v2": v2.DEFAULT_BASE_URL}
 MAX_PREVIEW_CHARS = 300
 PREVIEW_TEXT = "Hello! This is how I will sound on the phone."
+# Which server a call speaks to never depends on the voice: the page resolves with none.
+_ANY_VOICE = p.SynthesizeRequest(text="")
 
 
 def _owner(request: web.Request) -> str:
@@ -96,15 +101,42 @@ def _mode(row: SilmaCredentials) -> str:
     return "v2" if row.api == V2 else "api"
 
 
-async def _effective_endpoint(ctx: BridgeContext, row: SilmaCredentials) -> str:
-    """The endpoint calls use now (local mode's server is not started just to be named)."""
-    return "local" if row.is_local else (await _target(ctx, row.user_id)).endpoint
+class Effective(NamedTuple):
+    """What a user's calls speak to now, as the page says it."""
+
+    kind: str  # local | yours | region | cloud | bridge
+    summary: str  # "the bridge's local TTS server", "your endpoint", ...
+    endpoint: str  # "" for the local server until it runs where settings do not say
+    note: str = ""  # why, where the choice on the page would not tell
 
 
-async def _view(ctx: BridgeContext, row: SilmaCredentials) -> dict[str, Any]:
-    """public() (the key masked) plus the mode and the endpoint calls use now."""
-    return {**row.public(), "mode": _mode(row),
-            "effective_endpoint": await _effective_endpoint(ctx, row)}
+def _effective(ctx: BridgeContext, row: SilmaCredentials) -> Effective:
+    """The decision calls make (target_core.resolve, as TTSTargets.for_user asks it) on `row`,
+    named by where its answer comes from. Nothing is started or probed to say it: the local
+    server is named without starting it (its address is the pool's, on the page)."""
+    silma, regions = ctx.settings.silma, ctx.services.regions
+    target = resolve(row, silma, _ANY_VOICE, regions.choice())
+    if isinstance(target, Local):
+        note = "" if row.is_local else ("No endpoint is set here and the bridge has none: "
+                                        "calls fall back to its local server.")
+        return Effective("local", "the bridge's local TTS server", silma.local_server_url, note)
+    if target.user_chosen:
+        return Effective("yours", "your endpoint", target.endpoint)
+    region = next((r for r, url in regions.endpoints.items() if url == target.endpoint), None)
+    if region is not None:
+        return Effective("region", f"the {REGIONS.get(region, region)} region's server",
+                         target.endpoint)
+    if target.endpoint == v2.DEFAULT_BASE_URL:
+        return Effective("cloud", "SILMA's cloud", target.endpoint)
+    return Effective("bridge", "the bridge's endpoint", target.endpoint)
+
+
+def _view(ctx: BridgeContext, row: SilmaCredentials) -> dict[str, Any]:
+    """public() (the key masked) plus the mode and what calls use now ("local" as the endpoint
+    of the local server)."""
+    effective = _effective(ctx, row)
+    return {**row.public(), "mode": _mode(row), "effective": effective._asdict(),
+            "effective_endpoint": "local" if effective.kind == "local" else effective.endpoint}
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -132,10 +164,19 @@ def _checked_key(value: object) -> dict[str, Any]:
     return {"api_key": value.strip()}  # "" removes the key
 
 
-def _checked_region(value: object) -> dict[str, Any]:
-    if isinstance(value, str) and (value == AUTO or value in REGIONS):
+def _checked_region(value: object, *, configured: Collection[str]) -> dict[str, Any]:
+    """A region the bridge has a server in, or auto. A known region without one is refused
+    by name: calls would silently go elsewhere (target_core falls back to another server)."""
+    if isinstance(value, str) and (value == AUTO or value in configured):
         return {"region": value}
-    raise ValueError(f"region must be {AUTO} or one of {', '.join(REGIONS)}")
+    if not isinstance(value, str) or value not in REGIONS:
+        raise ValueError(f"region must be {AUTO} or one of {', '.join(REGIONS)}")
+    if not configured:
+        raise ValueError(f"this bridge has no server in {REGIONS[value]}: it has no API "
+                         "server regions, so keep Auto-detect")
+    choices = ", ".join(REGIONS.get(r, r) for r in configured)
+    raise ValueError(f"this bridge has no server in {REGIONS[value]}: choose Auto-detect or "
+                     f"one of {choices}")
 
 
 def _checked_model(value: object) -> dict[str, Any]:
@@ -180,14 +221,13 @@ def _checked_speed(value: object) -> dict[str, Any]:
 FIELD_CHECKS: dict[str, Callable[[object], dict[str, Any]]] = {
     "mode": _checked_mode,
     "api_key": _checked_key,
-    "region": _checked_region,
     "v2_model": _checked_model,
     "v2_voice": _checked_voice,
     "v2_custom_audio_id": _id_checker("v2_custom_audio_id", "custom voice id"),
     "v2_user_id": _id_checker("v2_user_id", "SILMA user id"),
     "speed": _checked_speed,
 }
-SILMA_FIELDS = frozenset({*FIELD_CHECKS, "api_endpoint"})
+SILMA_FIELDS = frozenset({*FIELD_CHECKS, "region", "api_endpoint"})
 
 
 async def _checked_endpoint(value: object, *, allow_private: bool) -> dict[str, Any]:
@@ -211,12 +251,15 @@ def _v2_voice_problems(row: SilmaCredentials, changes: dict[str, Any]) -> dict[s
     return {"v2_user_id": "; ".join(problems)} if problems else {}
 
 
-async def _silma_changes(body: dict[str, Any], row: SilmaCredentials, *, allow_private: bool
-                         ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The store changes `body` asks for of `row`, and an error per field that is not valid."""
+async def _silma_changes(body: dict[str, Any], row: SilmaCredentials, *, allow_private: bool,
+                         regions: Collection[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The store changes `body` asks for of `row`, and an error per field that is not valid.
+    `regions`: those the bridge has a server in."""
     changes: dict[str, Any] = {}
     errors = {field: "unknown field" for field in body.keys() - SILMA_FIELDS}
-    for field, check in FIELD_CHECKS.items():
+    checks: dict[str, Callable[[object], dict[str, Any]]] = {
+        **FIELD_CHECKS, "region": functools.partial(_checked_region, configured=regions)}
+    for field, check in checks.items():
         if field in body:
             try:
                 changes.update(check(body[field]))
@@ -236,7 +279,7 @@ async def _silma_changes(body: dict[str, Any], row: SilmaCredentials, *, allow_p
 @field_errors
 async def get_silma(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    return web.json_response(await _view(ctx, await _row(ctx, _owner(request))))
+    return web.json_response(_view(ctx, await _row(ctx, _owner(request))))
 
 
 @field_errors
@@ -245,7 +288,8 @@ async def put_silma(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     body = await _json_object(request)
     changes, errors = await _silma_changes(
-        body, await _row(ctx, user_id), allow_private=ctx.settings.silma.allow_private_endpoints)
+        body, await _row(ctx, user_id), allow_private=ctx.settings.silma.allow_private_endpoints,
+        regions=ctx.services.regions.endpoints)
     if errors:
         return errors_response(errors)
     row = await ctx.services.store.update_silma(user_id, **changes)
@@ -253,7 +297,7 @@ async def put_silma(request: web.Request) -> web.StreamResponse:
     await ctx.services.settings_changed(user_id)
     if not row.is_local:
         await _user_pool(ctx, user_id)  # warm now, so the next call finds ready connections
-    return web.json_response(await _view(ctx, row))
+    return web.json_response(_view(ctx, row))
 
 
 @field_errors
@@ -335,7 +379,7 @@ async def put_voice(request: web.Request) -> web.StreamResponse:
         return errors_response(errors)
     row = await ctx.services.store.update_silma(user_id, reference_audio=clip,
                                                 reference_text=transcript)
-    return web.json_response(await _view(ctx, row))
+    return web.json_response(_view(ctx, row))
 
 
 @field_errors
@@ -373,8 +417,11 @@ def _options(choices: list[tuple[str, str]], selected: str) -> Markup:
         for value, label in choices))
 
 
-def _region_options(selected: str) -> Markup:
-    return _options([(AUTO, "Auto-detect (Recommended)"), *REGIONS.items()], selected)
+def _region_options(selected: str, configured: Collection[str]) -> Markup:
+    """Every region, those the bridge has no server in said so (choosing one is refused)."""
+    return _options([(AUTO, "Auto-detect (Recommended)"),
+                     *((r, label if r in configured else f"{label} (no server on this bridge)")
+                       for r, label in REGIONS.items())], selected)
 
 
 def _model_options(selected: str, bridge_model: str) -> Markup:
@@ -412,7 +459,8 @@ def _region_view(ctx: BridgeContext) -> Markup:
     view = ctx.services.regions.view()
     if view is None:
         return Markup('<p class="note">No API server regions are configured on this bridge: '
-                      "auto-detect uses the bridge's default endpoint.</p>")
+                      "auto-detect follows the bridge's own server (\u201cCalls use\u201d "
+                      "says which).</p>")
     rows = "".join(_region_row(r, view["chosen"]) for r in view["regions"])
     chosen = REGIONS.get(view["chosen"] or "", "none answered yet")
     return Markup(f"<p>Auto-detect chose <strong>{escape(chosen)}</strong>.</p>"
@@ -450,10 +498,7 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     row = await _row(ctx, user.id)
     overrides = await ctx.services.store.pronunciation(user.id)
-    try:
-        effective = await _effective_endpoint(ctx, row)
-    except FieldError as exc:  # shown on the page rather than failing it
-        effective = f"unavailable: {exc}"
+    effective = _effective(ctx, row)
     bridge = ctx.settings.silma
     mode = _mode(row)
     return render(
@@ -465,14 +510,16 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         api_endpoint_placeholder=ENDPOINT_PLACEHOLDERS["api"],
         v2_endpoint_placeholder=ENDPOINT_PLACEHOLDERS["v2"],
         api_key_placeholder=row.public()["api_key"] or "not set",
-        effective_endpoint=effective,
+        effective_kind=effective.kind, effective_summary=effective.summary,
+        effective_endpoint=effective.endpoint, effective_note=effective.note,
         model_options=_model_options(row.v2_model, bridge.v2_model),
         v2_voice=row.v2_voice, bridge_voice=bridge.v2_voice, voice_list=_voice_list(),
         max_voice=MAX_VOICE_CHARS, max_id=v2.MAX_ID_CHARS,
         v2_custom_audio_id=row.v2_custom_audio_id, v2_user_id=row.v2_user_id,
         speed="" if row.speed is None else row.speed, bridge_speed=bridge.speed,
         speed_min=SPEED_RANGE[0], speed_max=SPEED_RANGE[1],
-        region_options=_region_options(row.region), region_view=_region_view(ctx),
+        region_options=_region_options(row.region, ctx.services.regions.endpoints),
+        region_view=_region_view(ctx),
         voice_summary=_voice_summary(row), preview_text=PREVIEW_TEXT,
         max_clip_mb=MAX_CLIP_BYTES // (1024 * 1024), max_preview=MAX_PREVIEW_CHARS,
         override_rows=Markup("".join(_override_row(entry) for entry in overrides)),

@@ -15,7 +15,6 @@ import time
 import structlog
 from aiohttp import web
 
-from bridge.agent.factory import agent_for_call
 from bridge.call.session import CallSession, CodecFactory, Parse, ProviderHangup
 from bridge.store import DEFAULT_USER_ID
 from bridge.telephony.jsonfields import is_identifier
@@ -74,15 +73,16 @@ async def serve_stream(request: web.Request, claims: StreamClaims, *, provider: 
     stream ends. The socket leaves aiohttp at the 101 (bridge/web/media_socket.py)."""
     ctx = context(request)
     socket = MediaSocket(lambda _: None, max_size=MAX_PROVIDER_MESSAGE,  # the session's, below
-                         inactivity_timeout_s=ctx.settings.call.inactivity_timeout_s)
+                         inactivity_timeout_s=ctx.settings.call.inactivity_timeout_s,
+                         coalescing=ctx.read_coalescing)
     session = CallSession(
         provider=provider, parse=parse, codec_for=codec_for,
         send=socket.send, close=socket.close, open_tts=ctx.tts_opener(claims.user_id),
-        agent=agent_for_call(ctx.settings.agent, ctx.http), settings=ctx.settings.call,
-        hooks=ctx.registry,
+        agent=ctx.services.agents(), settings=ctx.settings.call, hooks=ctx.registry,
         provider_hangup=hangup, owner=claims.user_id, expected_call_id=claims.call_id,
         # The owner's own overrides, like their TTS target: never a stream field's user's.
         load_lexicon=functools.partial(ctx.services.lexicons.for_user, claims.user_id),
+        stt=ctx.services.stt, barge_in_words=ctx.services.barge_in_words,
     )
     socket.on_message, socket.on_inactive = session.receive, session.inactive
     try:

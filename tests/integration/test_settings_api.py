@@ -103,7 +103,7 @@ async def test_session_cookie_login_csrf_and_logout(tts):
 
         status, _ = await api(http, bridge, "GET", "silma", token=None)  # reads need no CSRF
         assert status == 200
-        change = {"region": "eu-west"}
+        change = {"speed": 1.5}
         status, body = await api(http, bridge, "PUT", "silma", token=None, json=change)
         assert status == 403 and "CSRF" in body["error"]
         status, _ = await api(http, bridge, "PUT", "silma", token=None, json=change,
@@ -111,7 +111,7 @@ async def test_session_cookie_login_csrf_and_logout(tts):
         assert status == 403
         status, body = await api(http, bridge, "PUT", "silma", token=None, json=change,
                                  headers={"X-CSRF-Token": csrf})
-        assert (status, body["region"]) == (200, "eu-west")
+        assert (status, body["speed"]) == (200, 1.5)
 
         # A tampered cookie is no session.
         session = next(c for c in http.cookie_jar if c.key == COOKIE).value

@@ -68,6 +68,7 @@ async def test_settings_page_end_to_end(bridge_and_tts):
         await page.get_by_role("button", name="Save").click()
         await expect(page.locator("#server-status")).to_have_text(re.compile("^Saved"))
         await expect(page.locator("#effective-endpoint")).to_have_text(tts_url)
+        await expect(page.locator("#effective-summary")).to_have_text("your endpoint")
         await expect(page.locator("#api_key")).to_have_attribute("placeholder", "****0001")
         await expect(page.locator("#api_key")).to_have_value("")
 
@@ -121,6 +122,7 @@ async def test_settings_page_end_to_end(bridge_and_tts):
         await page.get_by_role("button", name="Check health now").click()
         await expect(error).to_contain_text("cannot reach the TTS server at http://127.0.0.1:9")
         await expect(page.locator("#health-result")).to_contain_text("Unhealthy")
+        await expect(page.locator("#effective-health")).to_contain_text("Unreachable")
 
         # Logging out ends the session: the page sends us back to the login form.
         await page.get_by_role("button", name="Log out").click()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bridge.agent import base as agent_events
 from bridge.call.core import (
     MAX_PENDING_UTTERANCES,
+    MAX_TRANSCRIPT_CHARS,
     START_TIMEOUT_S,
     Action,
     CallBusy,
@@ -21,6 +24,7 @@ from bridge.call.core import (
     Tell,
     attribute_unplayed,
     heard_text,
+    word_count,
 )
 from bridge.telephony.events import StreamStarted
 from bridge.tracing.trace import CallTrace, UtteranceTrace
@@ -40,13 +44,14 @@ def start_message(call_id: str = "CA1") -> StreamStarted:
                          sample_rate=8000)
 
 
-def new_core(expected: str = "CA1") -> CallCore:
+def new_core(expected: str = "CA1", **options: Any) -> CallCore:
     return CallCore(CallTrace(call_id="", provider="twilio", clock=Clock()), now=0.0,
-                    expected_call_id=expected)
+                    expected_call_id=expected, **options)
 
 
-def live_core() -> CallCore:
-    core = new_core()
+def live_core(**options: Any) -> CallCore:
+    """A live call; `options`: transcribing, barge_in_words."""
+    core = new_core(**options)
     core.started(start_message())
     core.speech_opened()
     return core
@@ -346,3 +351,173 @@ def test_a_silent_stream_ends_the_call_inactive_once():
     assert core.inactive() == () and core.stream_closed() == ()
     core.ended("socket closed")
     assert core.trace.end_reason == "inactive"
+
+
+# -- what the caller said: transcripts, barge-in by words, turns ------------------------------
+def said(text: str, *, final: bool = True, start_s: float = 3.0, end_s: float = 3.5
+         ) -> agent_events.Transcript:
+    return agent_events.Transcript(text, final, start_s, end_s, 0.2 if final else 0.0)
+
+
+def words_core(min_words: int = 2) -> CallCore:
+    return live_core(transcribing=True, barge_in_words=min_words)
+
+
+def test_transcripts_reach_the_agent_and_empty_ones_do_not():
+    core = live_core(transcribing=True)
+    partial, final = said("hello", final=False), said("hello there")
+    assert core.transcript(partial, 0.0) == (Tell(partial),)
+    assert core.transcript(final, 0.0) == (Tell(final),)
+    assert core.transcript(said("  "), 0.0) == ()
+
+
+def test_with_voice_barge_in_a_transcript_cuts_nothing_more():
+    core = live_core(transcribing=True)
+    sent(core.admit_utterance(), 2.0, "one two")
+    assert isinstance(core.speech_started(3.0, 1.0)[0], Silence)
+    utt = core.admit_utterance()
+    assert core.transcript(said("stop please"), 0.0) == (Tell(said("stop please")),)
+    assert utt.outcome == "pending" and core.trace.barge_ins == 1
+
+
+def test_with_words_barge_in_voice_alone_does_not_cut_the_agent():
+    core = words_core()
+    utt = sent(core.admit_utterance(), 2.0, "one two three")
+    actions = core.speech_started(at_s=3.0, unplayed_s=1.0)
+    assert actions == (Tell(agent_events.SpeechStarted()),)  # a cough: no Silence
+    core.speech_ended(3.6)
+    assert core.transcript(said("hmm"), 1.0) == (Tell(said("hmm")),)  # one word of two
+    assert utt.outcome == "pending" and core.speaking and core.trace.barge_ins == 0
+
+
+def test_with_words_barge_in_enough_words_over_the_agent_cut_it():
+    core = words_core()
+    utt = sent(core.admit_utterance(), 2.0, "one two three four")
+    core.speech_started(at_s=3.0, unplayed_s=1.0)
+    partial = said("wait a", final=False)
+    actions = core.transcript(partial, unplayed_s=1.0)
+    assert isinstance(actions[0], Silence) and utt.outcome == "interrupted"
+    assert told(actions) == [
+        agent_events.Interrupted(utt.index, utt.text, "one two", 1.0, 2.0), partial]
+    assert core.trace.barge_ins == 1 and not core.speaking
+    assert core.transcript(said("wait a second"), 0.0) == (Tell(said("wait a second")),)
+
+
+def test_with_words_barge_in_a_late_transcript_of_earlier_speech_cuts_nothing():
+    core = words_core(min_words=1)
+    core.speech_started(at_s=1.0, unplayed_s=0.0)
+    core.speech_ended(2.0)
+    utt = sent(core.admit_utterance(), 2.0, "the answer")  # the agent answers the speech
+    late = said("what time is it", start_s=1.0, end_s=1.5)  # its transcript, late
+    assert core.transcript(late, 0.5) == (Tell(late),)
+    assert utt.outcome == "pending"
+
+
+def test_with_words_barge_in_the_agent_talking_over_the_caller_counts_as_overlap():
+    core = words_core(min_words=1)
+    core.speech_started(at_s=1.0, unplayed_s=0.0)  # the caller is still speaking when...
+    utt = sent(core.admit_utterance(), 2.0, "the answer")  # ...the agent starts
+    actions = core.transcript(said("no", start_s=1.0, end_s=1.4, final=False), 0.5)
+    assert isinstance(actions[0], Silence) and utt.outcome == "interrupted"
+
+
+def test_noise_markers_and_punctuation_are_not_words():
+    assert word_count("[noise] <sil> uh , hello") == 2
+    core = words_core(min_words=1)
+    utt = sent(core.admit_utterance(), 2.0, "one two")
+    core.speech_started(3.0, 1.0)
+    core.transcript(said("[cough] ..."), 1.0)
+    assert utt.outcome == "pending"
+
+
+def test_words_barge_in_needs_speech_to_text():
+    with pytest.raises(ValueError):
+        new_core(barge_in_words=1)
+
+
+def test_a_failed_speech_to_text_is_refused_once_and_voice_barges_in_again():
+    core = words_core()
+    [refused] = core.stt_failed("unreachable")
+    assert isinstance(refused, Refused)
+    assert refused.kind == "stt_failed" and "unreachable" in refused.detail
+    assert core.trace.stt_failure == "unreachable"
+    assert core.trace.summary()["stt_failure"] == "unreachable"
+    assert core.stt_failed("again") == ()  # told once
+    sent(core.admit_utterance(), 2.0, "one two")
+    assert isinstance(core.speech_started(3.0, 1.0)[0], Silence)
+
+
+def test_an_overlong_transcript_is_cut_and_counted():
+    core = live_core(transcribing=True)
+    actions = core.transcript(said("a" * (MAX_TRANSCRIPT_CHARS + 10)), 0.0)
+    assert isinstance(actions[0], Refused) and actions[0].kind == "transcript_truncated"
+    event = told(actions)[0]
+    assert isinstance(event, agent_events.Transcript)
+    assert len(event.text) == MAX_TRANSCRIPT_CHARS
+
+
+def test_a_turn_splits_endpoint_transcript_and_reply():
+    core = live_core(transcribing=True)
+    clock = core.trace.clock
+    assert isinstance(clock, Clock)
+    core.speech_started(1.0, 0.0)
+    clock.ns = 1_000_000_000
+    core.speech_ended(2.0)
+    clock.ns = 1_300_000_000
+    core.transcript(said("hello", final=False), 0.0)  # a partial opens no turn
+    assert core.trace.turns == []
+    core.transcript(said("hello there"), 0.0)
+    clock.ns = 1_800_000_000
+    reply = core.admit_utterance()
+    reply.step("first_text")
+    clock.ns = 1_900_000_000
+    reply.step("text_split")
+    clock.ns = 2_100_000_000
+    reply.step("first_audio")
+    clock.ns = 2_110_000_000
+    reply.step("first_frame_sent")
+    later = core.admit_utterance()  # not a reply: the turn has had its reply
+    [turn] = core.trace.turns
+    assert turn.reply is reply and turn.words == 2 and later is not reply
+    assert turn.to_dict(0) == {
+        "index": 0, "words": 2, "reply_utterance": reply.index,
+        "steps_ms": {"speech_ended": 1000.0, "transcript_final": 1300.0},
+        "stt_ms": 300.0, "agent_ms": 500.0, "first_piece_ms": 100.0,
+        "tts_first_audio_ms": 200.0, "bridge_ms": 10.0, "turn_ms": 1110.0,
+    }
+    assert core.trace.to_dict()["turn_traces"] == [turn.to_dict(core.trace.origin)]
+    assert core.trace.summary()["turns"] == 1
+
+
+def test_a_streaming_final_before_the_endpoint_joins_it_and_its_later_finals():
+    core = live_core(transcribing=True)
+    clock = core.trace.clock
+    assert isinstance(clock, Clock)
+    core.speech_started(1.0, 0.0)
+    clock.ns = 500
+    core.transcript(said("first part"), 0.0)
+    core.transcript(said("and more"), 0.0)
+    clock.ns = 900
+    core.speech_ended(2.0)
+    [turn] = core.trace.turns
+    assert turn.words == 4
+    assert turn.steps == {"transcript_final": 500, "speech_ended": 900}
+
+
+def test_without_speech_to_text_each_endpoint_is_a_turn_and_a_key_press_is_not():
+    core = live_core()
+    core.speech_started(1.0, 0.0)
+    core.speech_ended(2.0)
+    reply = core.admit_utterance()
+    core.speech_started(3.0, 0.0)
+    core.speech_ended(4.0)
+    core.dtmf("1")  # what the agent says next answers the key, not the speech
+    core.admit_utterance()
+    assert [t.reply for t in core.trace.turns] == [reply, None]
+    assert "speech_ended" in core.trace.turns[0].steps
+
+
+def test_a_transcript_is_one_more_event_to_a_remote_agent():
+    assert agent_events.event_json(said("hello there")) == {
+        "type": "transcript", "text": "hello there", "final": True, "start_s": 3.0,
+        "end_s": 3.5, "latency_s": 0.2}

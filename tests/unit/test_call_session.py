@@ -5,8 +5,11 @@ wire, the TTS a generator of 8 kHz mu-law pieces. Everything waits on events, ne
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -16,18 +19,28 @@ from bridge.agent.base import (
     CallControl,
     CallEnded,
     Dtmf,
+    Interrupted,
     PlaybackFailed,
     PlaybackFinished,
+    Transcript,
 )
 from bridge.agent.scripted import ScriptedAgent
+from bridge.audio.dtmf import dtmf_tones
 from bridge.call.registry import CallRegistry
 from bridge.call.session import CallSession
 from bridge.call.speaker import Synthesize
-from bridge.emulator.twilio_wire import dtmf_message, mark_message, start_message, stop_message
+from bridge.emulator.twilio_wire import (
+    dtmf_message,
+    mark_message,
+    media_message,
+    start_message,
+    stop_message,
+)
 from bridge.errors import TTSError
 from bridge.settings import CallSettings
 from bridge.silma.connection import AudioPiece
 from bridge.store import User
+from bridge.stt.base import OnFailure, OnTranscript
 from bridge.telephony import twilio
 from bridge.tracing.metrics import BridgeMetrics
 
@@ -93,8 +106,44 @@ class Recorder(ScriptedAgent):
         await super().handle(call, event)
 
 
+class Transcribing:
+    """A speech to text backend whose transcripts and failures the test makes."""
+
+    name = "test"
+
+    def __init__(self, *, fail_open: bool = False) -> None:
+        self.frames = 0
+        self.vad: list[tuple[str, float]] = []
+        self.closed = False
+        self.opened: list[str] = []
+        self._fail_open = fail_open
+        self.on_transcript: OnTranscript | None = None
+        self.on_failure: OnFailure | None = None
+
+    def open(self, call_id: str, on_transcript: OnTranscript,
+             on_failure: OnFailure) -> Transcribing:
+        if self._fail_open:
+            raise RuntimeError("no model")
+        self.opened.append(call_id)
+        self.on_transcript, self.on_failure = on_transcript, on_failure
+        return self
+
+    def audio(self, mulaw: bytes) -> None:
+        self.frames += 1
+
+    def speech_started(self, at_s: float) -> None:
+        self.vad.append(("start", at_s))
+
+    def speech_ended(self, at_s: float) -> None:
+        self.vad.append(("end", at_s))
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
 class Call:
-    def __init__(self, *, agent: Recorder, open_tts=None, provider_hangup=None) -> None:
+    def __init__(self, *, agent: Recorder, open_tts=None, provider_hangup=None,
+                 stt: Transcribing | None = None, barge_in_words: int = 0) -> None:
         self.wire = Wire()
         self.agent = agent
         self.hung_up_at_provider: list[str] = []
@@ -109,7 +158,7 @@ class Call:
             send=self.wire.send, close=self.wire.close,
             open_tts=open_tts or tts(speech()), agent=agent, settings=CallSettings(),
             hooks=self.registry, provider_hangup=provider_hangup or hangup, owner="alice",
-            expected_call_id=CALL)
+            expected_call_id=CALL, stt=stt, barge_in_words=barge_in_words)
         self.run = asyncio.ensure_future(self.session.run(self.wire.closed))
         self.seq = 0
 
@@ -118,6 +167,13 @@ class Call:
 
     def start(self) -> None:
         self.feed(start_message(1, STREAM, CALL, "AC1", {}))
+
+    def speak(self, audio: bytes) -> None:
+        """The caller's audio, in 20 ms media messages."""
+        for i in range(0, len(audio), 160):
+            self.seq += 1
+            self.feed(media_message(self.seq, self.seq, 20 * self.seq,
+                                    base64.b64encode(audio[i:i + 160]).decode(), STREAM))
 
     def echo_marks(self) -> None:
         for name in self.wire.marks():
@@ -314,3 +370,108 @@ async def test_a_silent_stream_ends_the_call_inactive():
     call.session.inactive()
     trace = await call.ended()
     assert trace["end_reason"] == "inactive"
+
+
+# -- speech to text, barge-in by words, DTMF out ----------------------------------------------
+SILENCE = b"\xff" * 160
+E = TypeVar("E")
+
+
+def voice(seconds: float) -> bytes:
+    """Loud wideband sound: what the voice detector takes for speech."""
+    rng = random.Random(7)
+    return bytes(rng.randrange(256) for _ in range(int(8000 * seconds)))
+
+
+async def events_of(agent: Recorder, kind: type[E], count: int = 1) -> list[E]:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            found: list[E] = [e for e in agent.events if isinstance(e, kind)]
+            if len(found) >= count:
+                return found
+            agent.got.clear()
+            await agent.got.wait()
+
+
+async def test_the_transcriber_hears_the_call_and_its_transcripts_reach_the_agent():
+    stt = Transcribing()
+    call = Call(agent=Recorder(greeting=""), stt=stt)
+    call.start()
+    assert stt.opened == [CALL]
+    call.speak(SILENCE * 20 + voice(0.4) + SILENCE * 40)
+    assert stt.frames == 20 + 20 + 40
+    assert [kind for kind, _ in stt.vad] == ["start", "end"]
+    assert stt.on_transcript is not None
+    said = Transcript("hello there", True, stt.vad[0][1], stt.vad[1][1], 0.1)
+    stt.on_transcript(said)
+    assert (await events_of(call.agent, Transcript)) == [said]
+    await call.wire.close()
+    trace = await call.ended()
+    assert stt.closed  # in the call's one teardown
+    turns = trace["turn_traces"]
+    assert isinstance(turns, list) and len(turns) == 1
+    assert turns[0]["words"] == 2 and turns[0]["stt_ms"] is not None
+
+
+async def test_a_failing_speech_to_text_is_counted_and_the_call_goes_on():
+    stt = Transcribing()
+    call = Call(agent=Recorder(), stt=stt)
+    call.start()
+    assert stt.on_failure is not None
+    stt.on_failure("unreachable")
+    call.speak(SILENCE * 5)
+    assert stt.frames == 0  # no longer fed
+    await call.wire.wait_for(lambda: bool(call.wire.marks()))  # the greeting still plays
+    await call.wire.close()
+    trace = await call.ended()
+    assert trace["stt_failure"] == "unreachable" and stt.closed
+    assert call.registry.metrics.refused.labels("stt_failed")._value.get() == 1
+
+
+async def test_a_speech_to_text_that_cannot_open_costs_the_call_only_its_transcripts():
+    call = Call(agent=Recorder(), stt=Transcribing(fail_open=True))
+    call.start()
+    await call.wire.wait_for(lambda: bool(call.wire.marks()))
+    await call.wire.close()
+    trace = await call.ended()
+    assert trace["stt_failure"] == "open_failed" and trace["end_reason"] == "socket closed"
+
+
+async def test_with_words_barge_in_voice_does_not_clear_and_words_do():
+    stt = Transcribing()
+    call = Call(agent=Recorder(), open_tts=tts(speech(seconds=5.0)), stt=stt,
+                barge_in_words=2)
+    call.start()
+    await call.wire.wait_for(lambda: any(m["event"] == "media" for m in call.wire.sent))
+    call.speak(SILENCE * 20 + voice(0.3))  # a cough over the greeting
+    assert [kind for kind, _ in stt.vad] == ["start"]
+    assert all(m["event"] != "clear" for m in call.wire.sent)
+    assert stt.on_transcript is not None
+    stt.on_transcript(Transcript("uh", False, stt.vad[0][1], stt.vad[0][1] + 0.3))
+    assert all(m["event"] != "clear" for m in call.wire.sent)
+    stt.on_transcript(Transcript("wait please", False, stt.vad[0][1], stt.vad[0][1] + 0.3))
+    await call.wire.wait_for(lambda: any(m["event"] == "clear" for m in call.wire.sent))
+    [cut] = await events_of(call.agent, Interrupted)
+    assert cut.utterance == 0
+    await call.wire.close()
+    trace = await call.ended()
+    assert trace["barge_ins"] == 1
+
+
+async def test_send_dtmf_plays_the_tones_after_what_is_queued_and_marks_them():
+    call = Call(agent=Recorder())
+    call.start()
+    await call.wire.wait_for(lambda: any(m["event"] == "media" for m in call.wire.sent))
+    call.session.send_dtmf("12#")  # while the greeting plays: after it
+    with pytest.raises(ValueError):
+        call.session.send_dtmf("12x")
+    await call.wire.wait_for(lambda: call.wire.marks() == ["utt-0", "utt-1"])
+    media = b"".join(base64.b64decode(str(m["media"]["payload"]))  # type: ignore[index]
+                     for m in call.wire.sent if m["event"] == "media")
+    assert media.endswith(dtmf_tones("12#"))
+    call.echo_marks()
+    finished = await events_of(call.agent, PlaybackFinished, count=2)
+    assert [e.utterance for e in finished] == [0, 1]
+    await call.wire.close()
+    trace = await call.ended()
+    assert len(trace["utterance_traces"]) == 2  # type: ignore[arg-type]

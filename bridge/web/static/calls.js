@@ -36,11 +36,19 @@ const DERIVED = [
 
 const LAYOUT = {
   labelWidth: 270, right: 24, axisHeight: 40, stepRow: 20, uttRow: 38, bar: 14, gap: 10,
+  textChars: 34, tickPx: 90, titleGap: 24,
 };
+// The waterfall is drawn as wide as its box, so the whole call shows on any screen; below
+// NARROW_PX (a phone) its labels take less room. Under MIN_WIDTH_PX it scrolls in its box.
+const NARROW_PX = 560;
+const NARROW = { labelWidth: 140, textChars: 14, tickPx: 64, titleGap: 10 };
+const MIN_WIDTH_PX = 300;
 
 const state = {
   selected: decodeURIComponent(location.hash.slice(1)) || null, live: false, trace: null,
 };
+
+let drawnWidth = null; // the waterfall box's width when last drawn
 
 const $ = (id) => document.getElementById(id);
 
@@ -172,13 +180,17 @@ function renderLegend() {
   }));
 }
 
+function layoutFor(width) {
+  return width < NARROW_PX ? { ...LAYOUT, ...NARROW, narrow: true } : { ...LAYOUT, narrow: false };
+}
+
 function renderWaterfall(trace) {
-  const L = LAYOUT;
   const holder = $("waterfall");
-  const width = Math.max(720, holder.clientWidth);
+  const width = Math.max(MIN_WIDTH_PX, holder.clientWidth);
+  const L = layoutFor(width);
   const plotLeft = L.labelWidth;
   const plotWidth = width - plotLeft - L.right;
-  const step = niceStep(traceEnd(trace), 8);
+  const step = niceStep(traceEnd(trace), Math.max(2, Math.floor(plotWidth / L.tickPx)));
   const domain = Math.ceil(traceEnd(trace) / step) * step;
   const x = (ms) => plotLeft + (ms / domain) * plotWidth;
   const utts = trace.utterance_traces;
@@ -193,8 +205,8 @@ function renderWaterfall(trace) {
 
   // Axis: ticks and grid lines in ms from the call's first step.
   const axis = el("svg:g", { class: "axis" });
-  axis.append(el("svg:text", { x: plotLeft - 24, y: 16, class: "axis-title", "text-anchor": "end" },
-    "ms from call start"));
+  axis.append(el("svg:text", { x: plotLeft - L.titleGap, y: 16, class: "axis-title",
+    "text-anchor": "end" }, "ms from call start"));
   for (let t = 0; t <= domain + 1e-9; t += step) {
     axis.append(
       el("svg:line", { x1: x(t), x2: x(t), y1: 22, y2: height - 4, class: "grid" }),
@@ -225,21 +237,21 @@ function renderWaterfall(trace) {
   svg.append(el("svg:line", { x1: 8, x2: width - 8, y1: uttTop - L.gap / 2,
     y2: uttTop - L.gap / 2, class: "separator" }));
 
-  utts.forEach((utt, i) => svg.append(utteranceRow(utt, uttTop + i * L.uttRow, x, width)));
+  utts.forEach((utt, i) => svg.append(utteranceRow(utt, uttTop + i * L.uttRow, x, width, L)));
   holder.replaceChildren(svg);
+  drawnWidth = holder.clientWidth;
 }
 
-function utteranceRow(utt, top, x, width) {
-  const L = LAYOUT;
+function utteranceRow(utt, top, x, width, L) {
   const g = el("svg:g", {
     class: `utt outcome-${utt.outcome}${utt.index % 2 ? "" : " alt"}`, "data-index": utt.index,
   });
   const mid = top + L.uttRow / 2;
   g.append(el("svg:rect", { x: 0, y: top, width, height: L.uttRow, class: "row-bg" }));
   g.append(el("svg:text", { x: 10, y: mid - 3, class: "utt-text" },
-    `#${utt.index} ${truncate(utt.text.trim(), 34)}`));
+    `#${utt.index} ${truncate(utt.text.trim(), L.textChars)}`));
   g.append(el("svg:text", { x: 10, y: mid + 11, class: "utt-sub" },
-    `${utt.outcome} · TTFA ${fmtMs(utt.time_to_first_audio_ms)} ms`));
+    `${utt.outcome} · ${L.narrow ? "" : "TTFA "}${fmtMs(utt.time_to_first_audio_ms)} ms`));
 
   const s = utt.steps_ms;
   const times = Object.values(s).filter((t) => t !== null);
@@ -370,8 +382,14 @@ async function tick() {
   }
 }
 
+// Drawn again when its box changes width (a rotated phone, a scroll bar coming or going), so
+// the drawing always fits it.
+const resized = new ResizeObserver(() => {
+  if (state.trace && $("waterfall").clientWidth !== drawnWidth) renderWaterfall(state.trace);
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   renderLegend();
+  resized.observe($("waterfall"));
   tick();
 });
-window.addEventListener("resize", () => { if (state.trace) renderWaterfall(state.trace); });

@@ -98,8 +98,17 @@ function serverChanges() {
   return body;
 }
 
+// What calls use, as the server resolved it; until the local server runs it has no address
+// here, and the pool's (showPool) fills it in.
+function showEffective(effective) {
+  $("effective").dataset.kind = effective.kind;
+  $("effective-summary").textContent = effective.summary;
+  $("effective-endpoint").textContent = effective.endpoint;
+  $("effective-note").textContent = effective.note;
+}
+
 function showSettings(view) {
-  $("effective-endpoint").textContent = view.effective_endpoint;
+  showEffective(view.effective);
   $("api_key").placeholder = view.api_key || "not set";
   $("api_key").value = "";
 }
@@ -132,12 +141,23 @@ function showMeasurements() {
   $("region-measurements").hidden = $("region-select").value !== "auto";
 }
 
+// The region as stored: a refused choice goes back to it, so the page never shows a region
+// that calls do not use.
+let savedRegion = $("region-select").value;
+
 async function saveRegion() {
   showMeasurements();
   status("region-status", "Saving…");
   const result = await call("PUT", "silma", { region: $("region-select").value });
   showErrors(["region"], result.ok ? {} : failureOf(result), "region");
-  if (result.ok) showSettings(result.body);
+  if (result.ok) {
+    savedRegion = result.body.region;
+    showSettings(result.body);
+    refreshPool();
+  } else {
+    $("region-select").value = savedRegion;
+    showMeasurements();
+  }
   status("region-status", result.ok ? "Saved." : "Not saved.", result.ok ? "ok" : "bad");
 }
 
@@ -148,7 +168,29 @@ function cell(row, text, className) {
   if (className) td.className = className;
 }
 
+// The last health check of the server calls use (the pool runs it; the page only reads it),
+// in words: an unreachable server means callers hear silence.
+function reachability(health) {
+  const at = health.checked_at ? ` (checked ${new Date(health.checked_at * 1000)
+    .toLocaleTimeString()})` : "";
+  if (health.status === "ok") return [`Reachable: answered in ${health.latency_ms} ms${at}.`, "ok"];
+  if (health.status === "unchecked") return ["Not checked yet: the first check is under way.", ""];
+  if (health.status.startsWith("unreachable")) {
+    return [`Unreachable${at}: no answer (${health.status.replace(/^unreachable: /, "")}). ` +
+      "Calls hear silence until it answers: check the endpoint.", "bad"];
+  }
+  return [`Not healthy${at}: ${health.status}.`, "bad"];
+}
+
+function showReachability(text, kind) {
+  const line = $("effective-health");
+  line.textContent = text;
+  line.className = kind;
+}
+
 function showPool(stats) {
+  showReachability(...reachability(stats.server_health));
+  if (!$("effective-endpoint").textContent) $("effective-endpoint").textContent = stats.endpoint;
   $("stat-total").textContent = `${stats.total} of ${stats.size}`;
   $("stat-ready").textContent = String(stats.ready);
   $("stat-in-use").textContent = String(stats.in_use);
@@ -197,7 +239,9 @@ async function refreshPool() {
         showPool(result.body);
         showErrors(["pool"], {});
       } else {
-        showErrors(["pool"], failureOf(result), "pool");
+        const errors = failureOf(result);
+        showErrors(["pool"], errors, "pool");
+        showReachability(`Unavailable: ${Object.values(errors).join(" ")}`, "bad");
       }
     }
   } catch (error) {
