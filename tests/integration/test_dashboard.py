@@ -3,7 +3,6 @@ headless Chromium behind the login, and the JSON it draws from behind the API to
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +10,14 @@ import pytest
 
 from bridge.emulator.runner import run_call
 from tests.browser import artifact_path, browser_page
-from tests.servers import DEFAULT_TOKEN, RunningBridge, make_settings, running_bridge, running_tts
+from tests.servers import (
+    DEFAULT_TOKEN,
+    RunningBridge,
+    make_settings,
+    running_bridge,
+    running_tts,
+    wait_ended,
+)
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 SAY = "Your table for two is booked for eight tonight. Anything else?"
@@ -26,10 +32,7 @@ async def called() -> AsyncIterator[tuple[RunningBridge, str]]:
         report = await run_call(bridge.url, say=[SAY], max_seconds=40,
                                 control_token=DEFAULT_TOKEN)
         assert report.ok, (report.error, report.protocol_violations)
-        session = bridge.context.registry.live.get(report.call_sid)
-        if session is not None:
-            async with asyncio.timeout(10):
-                await session.ended.wait()
+        await wait_ended(bridge, report.call_sid)
         yield bridge, report.call_sid
 
 

@@ -6,7 +6,6 @@ check went. Screenshots go to artifacts/."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator
@@ -19,7 +18,14 @@ from bridge.emulator.runner import run_call
 from bridge.settings import Settings
 from bridge.store import DEFAULT_USER_ID
 from tests.browser import artifact_path, browser_page
-from tests.servers import DEFAULT_TOKEN, RunningBridge, make_settings, running_bridge, running_tts
+from tests.servers import (
+    DEFAULT_TOKEN,
+    RunningBridge,
+    make_settings,
+    running_bridge,
+    running_tts,
+    wait_ended,
+)
 
 WIDTHS = (390, 1280)
 SAY = "Your table for two is booked for eight tonight. Anything else?"
@@ -46,10 +52,7 @@ async def called(settings: Settings, tts) -> AsyncIterator[tuple[RunningBridge, 
         report = await run_call(bridge.url, say=[SAY], max_seconds=40,
                                 control_token=DEFAULT_TOKEN)
         assert report.ok, (report.error, report.protocol_violations)
-        session = bridge.context.registry.live.get(report.call_sid)
-        if session is not None:
-            async with asyncio.timeout(10):
-                await session.ended.wait()
+        await wait_ended(bridge, report.call_sid)
         yield bridge, report.call_sid
 
 
